@@ -1,0 +1,52 @@
+"""Foundation checks: light import, CLI, configs, requirements pinning."""
+import json, subprocess, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_py(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def test_import_is_light():
+    # `import hbi_repro` must not pull in open_clip, decord or torch, and must take well under a second
+    out = run_py("import time, sys; t=time.perf_counter(); import hbi_repro, hbi_repro.config, hbi_repro.cli; "
+                 "print(time.perf_counter()-t); print(','.join(m for m in ('open_clip','decord','torch') if m in sys.modules))")
+    elapsed, heavy = out.strip().split("\n") if "\n" in out.strip() else (out.strip(), "")
+    assert float(elapsed) < 1.0, elapsed
+    assert heavy == "", f"heavy modules imported: {heavy}"
+
+
+def test_cli_help_and_info():
+    exe = Path(sys.executable).parent / "hbi-repro"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    assert "info" in out
+    info = json.loads(subprocess.run([str(exe), "info", "--as_json"], capture_output=True, text=True, check=True).stdout)
+    assert info["torch"] and info["hbi_repro"]
+    bad = subprocess.run([str(exe), "no-such-command"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown subcommand" in bad.stderr
+
+
+def test_requirements_pinned_in_one_file():
+    lines = [l.split("#")[0].strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
+    reqs = [l for l in lines if l]
+    assert all("==" in r for r in reqs), [r for r in reqs if "==" not in r]
+    names = {r.split("==")[0].lower() for r in reqs}
+    for needed in ("torch", "torchvision", "open_clip_torch", "decord", "pycocoevalcap", "nbdev", "papermill", "jupyterlab"):
+        assert needed in names, needed
+    assert "torch==2.14.1" in reqs and "torchvision==0.29.1" in reqs
+
+
+def test_every_preset_builds_in_every_profile():
+    from hbi_repro.config import PRESETS, PROFILES, get_config
+    for p in PROFILES:
+        for name in PRESETS:
+            cfg = get_config(p, name)
+            assert cfg.profile == p and cfg.preset == name
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme and "make test" in ci
