@@ -1,0 +1,164 @@
+"""Tests of hbi_repro.heads: QA head (padding, gradients, level combination), caption decoder (causality, video
+padding, loss ignores padding, beam search vs exhaustive search, beam 1 == greedy, open_clip ids, overfitting)."""
+import itertools
+
+import pytest
+import torch
+
+from hbi_repro.heads import (AttentionPool, CaptionDecoder, QAHead, caption_loss, combine_level_logits,
+                             masked_mean)
+
+torch.set_num_threads(1)
+
+
+def _pad(x, mask, n, g, fill=30.0):
+    "Garbage at padded positions plus n extra padded tokens."
+    x = x.masked_fill(~mask[..., None], fill)
+    x = torch.cat([x, torch.randn(x.shape[0], n, x.shape[2], generator=g)], 1)
+    return x, torch.cat([mask, torch.zeros(mask.shape[0], n, dtype=torch.bool)], 1)
+
+
+def test_qa_head_padding_and_gradients():
+    g = torch.Generator().manual_seed(0); torch.manual_seed(0)
+    qa = QAHead(24, 11, hidden=64, proj_dim=32)
+    t, v = torch.randn(3, 6, 24, generator=g), torch.randn(3, 5, 24, generator=g)
+    tm = torch.tensor([[True] * 6, [True] * 3 + [False] * 3, [True] + [False] * 5])
+    vm = torch.tensor([[True] * 5, [True] * 2 + [False] * 3, [True] + [False] * 4])
+    qa.eval()
+    out = qa(t, tm, v, vm)
+    assert out.shape == (3, 11)
+    torch.testing.assert_close(qa(*_pad(t, tm, 4, g), *_pad(v, vm, 2, g)), out, atol=1e-5, rtol=1e-5)
+    qa.train()
+    loss = torch.nn.functional.cross_entropy(qa(t, tm, v, vm), torch.tensor([1, 2, 3]))
+    loss.backward()
+    for name, p in qa.named_parameters():
+        if name.endswith("score.2.bias"): continue  # a softmax is shift-invariant: the last score bias gets no gradient
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    with pytest.raises(ValueError, match="do not match"):
+        qa(t, tm[:, :4], v, vm)
+
+
+def test_attention_pool_is_convex_combination_of_valid_tokens():
+    g = torch.Generator().manual_seed(1)
+    pool = AttentionPool(4)
+    x = torch.randn(2, 3, 4, generator=g); m = torch.tensor([[True, False, False], [True, True, False]])
+    out = pool(x, m)
+    torch.testing.assert_close(out[0], x[0, 0])  # one valid token: the pool is that token
+    torch.testing.assert_close(masked_mean(x, m)[1], x[1, :2].mean(0))
+
+
+def test_combine_level_logits():
+    a, b, c = torch.randn(2, 5), torch.randn(2, 5), torch.randn(2, 5)
+    out = combine_level_logits({"entity": a, "action": b, "event": c}, {"event": 0.2, "entity": 0.4, "action": 0.4})
+    torch.testing.assert_close(out, 0.4 * a + 0.4 * b + 0.2 * c)
+    torch.testing.assert_close(combine_level_logits([a, b, c]), (a + b + c) / 3)
+    with pytest.raises(ValueError, match="no entry"):
+        combine_level_logits({"entity": a, "action": b}, {"entity": 1.0})
+    with pytest.raises(ValueError, match="weights for"):
+        combine_level_logits([a, b], [1.0])
+
+
+def _decoder(vocab=12, dim=16, max_len=8, seed=0, **kw):
+    torch.manual_seed(seed)
+    return CaptionDecoder(dim, vocab, max_len, heads=4, **kw).eval()
+
+
+@pytest.mark.parametrize("k", range(5))
+def test_decoder_causality(k):
+    g = torch.Generator().manual_seed(k)
+    dec = _decoder()
+    vid, vm = torch.randn(2, 3, 16, generator=g), torch.ones(2, 3, dtype=torch.bool)
+    cap = torch.randint(1, 10, (2, 6), generator=g); cap[:, 0] = 10
+    cap2 = cap.clone(); cap2[:, k + 1:] = torch.randint(1, 10, (2, 5 - k), generator=g)
+    l1, l2 = dec(vid, vm, cap), dec(vid, vm, cap2)
+    torch.testing.assert_close(l1[:, :k + 1], l2[:, :k + 1])
+
+
+def test_decoder_video_padding_invariance():
+    g = torch.Generator().manual_seed(2)
+    dec = _decoder()
+    vid, vm = torch.randn(2, 4, 16, generator=g), torch.tensor([[True] * 4, [True, True, False, False]])
+    cap = torch.tensor([[10, 1, 2, 11], [10, 3, 11, 0]])
+    torch.testing.assert_close(dec(*_pad(vid, vm, 3, g), cap, cap != 0), dec(vid, vm, cap, cap != 0), atol=1e-5, rtol=1e-5)
+    assert dec.greedy_decode(*_pad(vid, vm, 3, g), max_len=5) == dec.greedy_decode(vid, vm, max_len=5)
+    with pytest.raises(ValueError, match="at least one valid video token"):
+        dec(vid, torch.zeros(2, 4, dtype=torch.bool), cap)
+
+
+def test_caption_loss_ignores_padding_targets():
+    g = torch.Generator().manual_seed(3)
+    ids = torch.tensor([[10, 1, 2, 11, 0, 0], [10, 4, 11, 0, 0, 0]]); cm = ids != 0
+    logits = torch.randn(2, 6, 12, generator=g)
+    base = caption_loss(logits, ids, cm)
+    changed = logits.clone(); changed[0, 3:] = 100 * torch.randn(3, 12, generator=g); changed[1, 2:] = 0.0
+    torch.testing.assert_close(caption_loss(changed, ids, cm), base)
+    # hand value: mean over the 5 valid targets of -log_softmax
+    lp = logits.log_softmax(-1)
+    ref = -(lp[0, 0, 1] + lp[0, 1, 2] + lp[0, 2, 11] + lp[1, 0, 4] + lp[1, 1, 11]) / 5
+    torch.testing.assert_close(base, ref)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_beam_one_is_greedy(seed):
+    g = torch.Generator().manual_seed(seed)
+    dec = _decoder(vocab=20, seed=seed)
+    vid, vm = torch.randn(4, 5, 16, generator=g), torch.rand(4, 5, generator=g) > 0.3
+    vm[:, 0] = True
+    assert dec.beam_search(vid, vm, beam_size=1, max_len=7, length_penalty=1.0) == dec.greedy_decode(vid, vm, max_len=7)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])
+def test_beam_search_exhaustive(alpha):
+    "With beams >= all live hypotheses, beam search is exact: compare with brute-force enumeration."
+    g = torch.Generator().manual_seed(4)
+    dec = _decoder(vocab=5, max_len=4, pad_id=0, bos_id=3, eos_id=4)
+    vid, vm = torch.randn(2, 3, 16, generator=g), torch.ones(2, 3, dtype=torch.bool)
+    allowed, L = [1, 2, 4], 3
+    hyps = set()
+    for seq in itertools.product(allowed, repeat=L):
+        seq = list(seq)
+        hyps.add(tuple(seq[:seq.index(4) + 1]) if 4 in seq else tuple(seq))
+    best = []
+    for b in range(2):
+        scored = []
+        for h in hyps:
+            ids = torch.tensor([[3, *h]])
+            lp = dec(vid[b:b + 1], vm[b:b + 1], ids)[0].log_softmax(-1)
+            s = sum(lp[i, t].item() for i, t in enumerate(h))
+            scored.append((s / ((5 + len(h)) / 6) ** alpha, [t for t in h if t != 4]))
+        best.append(max(scored)[1])
+    assert dec.beam_search(vid, vm, beam_size=27, max_len=L, length_penalty=alpha) == best
+
+
+def test_open_clip_default_ids_and_stop_at_eos():
+    dec = _decoder(vocab=49408, max_len=6)
+    assert (dec.pad_id, dec.bos_id, dec.eos_id) == (0, 49406, 49407)
+    with torch.no_grad():  # force EOS after two tokens: bias the projection towards 7, then 8, then EOS
+        dec.proj.weight.zero_(); dec.proj.bias.zero_(); dec.proj.bias[49407] = 5.0
+    vid, vm = torch.randn(1, 2, 16), torch.ones(1, 2, dtype=torch.bool)
+    assert dec.greedy_decode(vid, vm) == [[]] and dec.beam_search(vid, vm, beam_size=2) == [[]]
+    with pytest.raises(ValueError, match="distinct"):
+        CaptionDecoder(16, 10, 8, heads=4, bos_id=0)
+    with pytest.raises(ValueError, match="max_len"):
+        dec.greedy_decode(vid, vm, max_len=6)
+
+
+def test_decoder_gradients_and_overfit():
+    g = torch.Generator().manual_seed(5); torch.manual_seed(5)
+    dec = CaptionDecoder(32, 14, 10, heads=4, dropout=0.0, pad_id=0, bos_id=1, eos_id=2)
+    vid, vm = torch.randn(2, 3, 32, generator=g), torch.ones(2, 3, dtype=torch.bool)
+    cap = torch.tensor([[1, 5, 6, 7, 8, 2, 0], [1, 9, 10, 11, 2, 0, 0]]); cm = cap != 0
+    opt = torch.optim.Adam(dec.parameters(), lr=3e-3)
+    first = None
+    for step in range(60):
+        loss = caption_loss(dec(vid, vm, cap, cm), cap, cm)
+        opt.zero_grad(); loss.backward()
+        if step == 0:
+            first = loss.item()
+            for name, p in dec.named_parameters():
+                assert p.grad is not None and p.grad.abs().sum() > 0, name
+        opt.step()
+    assert loss.item() < 0.05 * first
+    dec.eval()
+    assert dec.greedy_decode(vid, vm) == [[5, 6, 7, 8], [9, 10, 11]]
+    assert dec.beam_search(vid, vm, beam_size=4) == [[5, 6, 7, 8], [9, 10, 11]]
