@@ -1,0 +1,236 @@
+"""Trainer checks (CPU): schedule and parameter groups, 2-process gloo = 1 process, kill + resume is
+bit-identical, same seed → same metrics, frozen-feature path, evaluation dispatch, estimator pretraining."""
+import json, math, os, socket, subprocess, sys, types
+from pathlib import Path
+import pytest
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_fakes import FakeRetrieval, fake_pairs, small_cfg, run, ddp_worker  # noqa: E402
+from hbi_repro import train as T  # noqa: E402
+
+torch.set_num_threads(1)
+os.environ["TQDM_DISABLE"] = "1"
+HERE = Path(__file__).resolve().parent
+
+
+def params_of(ckpt_path):
+    return T.load_checkpoint(ckpt_path)["model"]
+
+
+def train_losses(run_dir):
+    return [json.loads(l)["loss"] for l in open(Path(run_dir) / "log.jsonl") if json.loads(l)["kind"] == "train"]
+
+
+# -- optimizer and schedule -------------------------------------------------------------------------------
+def test_schedule_by_hand():
+    cfg = small_cfg(**{"train.epochs": 3, "train.max_steps": 0})
+    assert T.total_steps(cfg, steps_per_epoch=7) == 21
+    assert T.total_steps(small_cfg(**{"train.max_steps": 5}), steps_per_epoch=7) == 5
+    # total 20, warmup 0.1 → w = 2: 0.5, 1.0, then ½(1 + cos(π k / 18))
+    p = nn.Parameter(torch.zeros(1)); opt = torch.optim.AdamW([p], lr=2.0)
+    sched = T.build_scheduler(opt, total=20, warmup=0.1)
+    lrs = []
+    for _ in range(20): lrs.append(opt.param_groups[0]["lr"]); opt.step(); sched.step()
+    want = [1.0, 2.0, 2.0, 1 + math.cos(math.pi / 18), 1 + math.cos(2 * math.pi / 18)]
+    assert lrs[:5] == pytest.approx(want, abs=1e-12)
+    assert lrs[11] == pytest.approx(1 + math.cos(math.pi * 9 / 18), abs=1e-12)  # halfway through the cosine: 1.0
+    assert lrs[19] == pytest.approx(1 + math.cos(math.pi * 17 / 18), abs=1e-12)
+
+
+def test_param_groups_lrs_and_decay():
+    m = FakeRetrieval()
+    opt = T.build_optimizer(m, small_cfg(**{"train.lr": 1e-3, "train.encoder_lr": 1e-7, "train.weight_decay": 0.2}))
+    groups = {g["name"]: g for g in opt.param_groups}
+    ids = lambda ps: {id(p) for p in ps}
+    assert ids(groups["encoder/decay"]["params"]) == ids([m.enc_t.weight, m.enc_v.weight])
+    assert ids(groups["encoder/no_decay"]["params"]) == ids([m.enc_t.bias, m.enc_v.bias])
+    assert ids(groups["other/decay"]["params"]) == ids([m.head.weight])
+    assert ids(groups["other/no_decay"]["params"]) == ids([m.head.bias, m.norm.weight, m.norm.bias, m.logit_scale])
+    assert [groups[k]["lr"] for k in ("encoder/decay", "encoder/no_decay")] == [1e-7, 1e-7]
+    assert [groups[k]["lr"] for k in ("other/decay", "other/no_decay")] == [1e-3, 1e-3]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.2, 0.0, 0.2, 0.0]
+    # a step moves the encoder by about encoder_lr (Adam's first step is ±lr), the head by about lr
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    m(torch.utils.data.default_collate(fake_pairs(8)))["loss"].backward(); opt.step()
+    step = {n: (p.detach() - before[n]).abs().max().item() for n, p in m.named_parameters()}
+    assert step["enc_t.bias"] == pytest.approx(1e-7, rel=0.1) and step["head.bias"] == pytest.approx(1e-3, rel=0.01)
+
+
+# -- distributed ------------------------------------------------------------------------------------------
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def ddp_vs_one(tmp_path, gather):
+    import torch.multiprocessing as mp
+    changes = {"train.max_steps": 3, "train.epochs": 1}
+    one, two = tmp_path / "one", tmp_path / "two"
+    run(one, world_data=32, **changes)
+    mp.spawn(ddp_worker, args=(2, free_port(), str(two), changes, gather), nprocs=2, join=True)
+    return one, two
+
+
+def test_ddp_two_processes_equal_one(tmp_path):
+    "2 gloo processes × 4 items = 1 process × 8 items: same logged losses and same parameters after 3 steps."
+    one, two = ddp_vs_one(tmp_path, "exact")   # gather whose backward sums over ranks (reduce-scatter)
+    l1, l2 = train_losses(one), train_losses(two)
+    assert len(l1) == len(l2) == 3
+    assert l1 == pytest.approx(l2, rel=1e-5, abs=1e-6)
+    p1, p2 = params_of(one / "checkpoints/last.pt"), params_of(two / "checkpoints/last.pt")
+    assert any(not torch.equal(p1[k], FakeRetrieval().state_dict()[k]) for k in p1)   # training moved something
+    for k in p1: torch.testing.assert_close(p1[k], p2[k], rtol=1e-5, atol=1e-6, msg=k)
+    # the all-reduced, local-mean term is logged as the global mean too
+    rec = [json.loads(l) for l in open(two / "log.jsonl")][0]
+    assert {"L_C", "local", "gamma", "grad_norm", "lr/encoder/decay", "data_wait_s"} <= set(rec)
+
+
+@pytest.mark.xfail(strict=False, reason="hbi_repro.losses.gather_with_grad keeps only the local slice's gradient "
+                   "(official semantics), so after averaging the encoders get 1/world of the gradient; it needs a "
+                   "backward that sums the gradient over ranks (like train_fakes._GatherSum) for 2 ranks = 1 rank")
+def test_ddp_with_project_gather_equal_one(tmp_path):
+    pytest.importorskip("hbi_repro.losses")
+    one, two = ddp_vs_one(tmp_path, "project")
+    assert train_losses(one) == pytest.approx(train_losses(two), rel=1e-5, abs=1e-6)
+    p1, p2 = params_of(one / "checkpoints/last.pt"), params_of(two / "checkpoints/last.pt")
+    for k in p1: torch.testing.assert_close(p1[k], p2[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+# -- resume, determinism ------------------------------------------------------------------------------------
+RESUME = {"train.ckpt_every": 4}   # 6 steps/epoch × 2 epochs; checkpoints at steps 4, 6, 8, 12; val at 6 and 12
+
+
+def test_kill_and_resume_is_bit_identical(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    s_full = run(full, **RESUME)
+    p = subprocess.run([sys.executable, str(HERE / "train_fakes.py"), "kill", str(killed), "3", json.dumps(RESUME)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == -9, p.stderr[-2000:]                          # really SIGKILLed
+    ck = T.load_checkpoint(killed / "checkpoints/last.pt")
+    assert (ck["state"]["step"], ck["state"]["epoch"], ck["state"]["batch_in_epoch"]) == (8, 1, 2)  # mid-epoch
+    s_res = run(killed, resume=True, **RESUME)
+    a, b = params_of(full / "checkpoints/last.pt"), params_of(killed / "checkpoints/last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)                       # bit-identical parameters
+    for which in ("last", "best"):
+        assert s_full[which]["test"] == s_res[which]["test"] and s_full[which]["val"] == s_res[which]["val"]
+    assert s_full["best"]["step"] == s_res["best"]["step"]
+    assert train_losses(full) == train_losses(killed)                    # the log was truncated at the checkpoint
+    assert len(train_losses(full)) == 12
+
+
+def test_same_seed_same_metrics(tmp_path):
+    ch = {"train.max_steps": 4, "train.epochs": 1}
+    s1, s2 = run(tmp_path / "a", **ch), run(tmp_path / "b", **ch)
+    assert s1["last"]["test"] == s2["last"]["test"] and s1["last"]["val"] == s2["last"]["val"]
+    s3 = run(tmp_path / "c", **ch, **{"train.seed": 7})
+    assert s3["last"]["val"] != s1["last"]["val"]
+
+
+def test_summary_and_selection(tmp_path):
+    s = run(tmp_path, **{"train.eval_every": 3})
+    recs = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
+    val_steps = [r["step"] for r in recs if r["kind"] == "eval" and r["split"] == "val"]
+    assert val_steps == [3, 6, 9, 12]
+    best = max((r for r in recs if r["kind"] == "eval" and r["split"] == "val"), key=lambda r: r["Rsum"])
+    assert s["best"]["step"] == best["step"] and s["best"]["value"] == best["Rsum"]
+    assert {"t2v/R@1", "v2t/R@1", "Rsum"} <= set(s["last"]["test"]) and s["best"]["test"] is not None
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["metrics"]["best"]["step"] == s["best"]["step"] and saved["config"]["train"]["eval_every"] == 3
+    assert "git" in json.loads((tmp_path / "provenance.json").read_text())
+
+
+# -- frozen encoders ---------------------------------------------------------------------------------------------
+def test_frozen_feature_path(tmp_path):
+    m0 = FakeRetrieval().state_dict()
+    s = run(tmp_path, **{"train.freeze_encoders": True, "train.max_steps": 4})
+    p = params_of(tmp_path / "checkpoints/last.pt")
+    assert all(torch.equal(p[k], m0[k]) for k in m0 if k.startswith("enc_"))       # encoders untouched
+    assert not torch.equal(p["head.weight"], m0["head.weight"])                    # the rest trained
+    cache = torch.load(tmp_path / "cache/train_features.pt")
+    assert set(cache) == {"t", "v"} and cache["t"].shape == (48, 6)
+    assert s["last"]["test"]["Rsum"] > 0
+
+
+# -- evaluation dispatch -----------------------------------------------------------------------------------------
+class Oracle(nn.Module):
+    "Scores = text·video of the raw vectors; perfect when texts equal their video."
+    def __init__(self): super().__init__(); self.w = nn.Parameter(torch.ones(1)); self.calls = 0
+    def encode_text(self, b): return {"t": b["text"]}
+    def encode_video(self, b): self.calls += len(b["video"]); return {"v": b["video"]}
+    def similarity(self, t, v): return t["t"] @ v["v"].T
+    def predict_answer(self, b): return b["text"][:, 0].long()
+    def generate_captions(self, b): return [f"video {int(i)}" for i in b["video_id"]]
+
+
+def test_evaluate_retrieval_multi_caption():
+    items = fake_pairs(6, captions_per_video=3)
+    for it in items: it["text"] = it["video"] * 2                                     # 3 exact captions per video
+    m, cfg = Oracle(), small_cfg(**{"eval.batch_size": 4})
+    out = T.evaluate(m, T.eval_loader(items, cfg), cfg)
+    assert m.calls == 6                                                                # each video encoded once
+    assert (out["t2v/n_queries"], out["t2v/n_gallery"], out["v2t/n_queries"]) == (18, 6, 6)
+    assert out["t2v/R@1"] == 100 and out["v2t/R@1"] == 100 and out["Rsum"] == 600
+
+
+def test_evaluate_qa_and_caption(monkeypatch):
+    items = [{"text": torch.tensor([float(i % 3), 0.]), "video": torch.zeros(2), "answer": torch.tensor(i % 2),
+              "video_id": i} for i in range(6)]
+    from hbi_repro.config import override
+    qa = T.evaluate(Oracle(), T.eval_loader(items, small_cfg()), override(small_cfg(), {"train.task": "qa"}))
+    # predictions 0,1,2,0,1,2 vs answers 0,1,0,1,0,1 → 2 of 6 correct
+    assert qa["acc"] == pytest.approx(100 * 2 / 6)
+    seen = {}
+    import hbi_repro.metrics as M
+    monkeypatch.setattr(M, "caption_metrics", lambda p, r: seen.update(p=p, r=r) or {"CIDEr": 1.0})
+    class Caps(list):   # the dataset's collate keeps each item's reference list whole
+        @staticmethod
+        def collate_fn(items): return {"video": torch.stack([it["video"] for it in items]),
+                                       "video_id": [it["video_id"] for it in items], "references": [it["references"] for it in items]}
+    caps = Caps({"video": torch.zeros(2), "video_id": i // 2, "references": [f"ref {i // 2}"]} for i in range(6))
+    out = T.evaluate(Oracle(), T.eval_loader(caps, small_cfg()), override(small_cfg(), {"train.task": "caption"}))
+    assert out == {"CIDEr": 1.0}
+    assert seen["p"] == {0: "video 0", 1: "video 1", 2: "video 2"} and seen["r"][2] == ["ref 2"]
+
+
+# -- estimator pretraining ------------------------------------------------------------------------------------------
+def test_pretrain_estimator_is_thin(tmp_path, monkeypatch):
+    got = {}
+    def fake_train_estimator(sims, t_masks, v_masks, t_weights, v_weights, target="exact", steps=10, generator=None):
+        got.update(shape=tuple(sims.shape), mask=t_masks.clone(), target=target, steps=steps)
+        return nn.Linear(2, 2), {"loss": 0.0}
+    try:
+        import hbi_repro.banzhaf as B
+        monkeypatch.setattr(B, "train_estimator", fake_train_estimator)
+    except ImportError:
+        monkeypatch.setitem(sys.modules, "hbi_repro.banzhaf", types.SimpleNamespace(train_estimator=fake_train_estimator))
+
+    class M(nn.Module):
+        def __init__(self): super().__init__(); self.w = nn.Parameter(torch.ones(1))
+        def matched_similarities(self, b):   # batches of different T: the collector pads them
+            B, T_ = b["x"].shape
+            return (torch.ones(B, T_, 3), torch.ones(B, T_, dtype=torch.bool), torch.ones(B, 3, dtype=torch.bool),
+                    torch.zeros(B, T_), torch.zeros(B, 3))
+    batches = [{"x": torch.zeros(2, 4)}, {"x": torch.zeros(3, 5)}]
+    est, rep = T.pretrain_estimator(M(), batches, small_cfg(), target="sampled", steps=7, out_path=tmp_path / "e.pt")
+    assert got["shape"] == (5, 5, 3) and got["target"] == "sampled" and got["steps"] == 7
+    assert got["mask"][:2, 4].any().item() is False and got["mask"][2:].all()   # padding is masked out
+    assert set(torch.load(tmp_path / "e.pt")) == {"weight", "bias"}
+
+
+# -- command line ----------------------------------------------------------------------------------------------
+def test_train_and_eval_cli(tmp_path, monkeypatch, capsys):
+    "train_cli → run dir → eval_cli reads config.json back and reproduces the summary's test metrics."
+    splits = {"train": fake_pairs(48), "val": fake_pairs(16, seed=1), "test": fake_pairs(16, seed=2)}
+    monkeypatch.setattr(T, "_build_split", lambda cfg, split: splits[split])
+    monkeypatch.setattr(T, "_build_model", lambda cfg, train_set=None: FakeRetrieval())
+    monkeypatch.setattr(T, "default_device", lambda local_rank=0: torch.device("cpu"))
+    T.train_cli("retrieval", profile="smoke", set=["train.max_steps=3", "train.batch_size=8", "data.num_workers=0"],
+                run_dir=str(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())["metrics"]
+    assert summary["steps"] == 3
+    for ck in ("best", "last"):
+        m = T.eval_cli(run_dir=str(tmp_path), ckpt=ck, split="test")
+        assert m == summary[ck]["test"]
+    assert T.config_from_dict(json.loads((tmp_path / "config.json").read_text())).train.max_steps == 3
