@@ -87,9 +87,6 @@ def test_ddp_two_processes_equal_one(tmp_path):
     assert {"L_C", "local", "gamma", "grad_norm", "lr/encoder/decay", "data_wait_s"} <= set(rec)
 
 
-@pytest.mark.xfail(strict=False, reason="hbi_repro.losses.gather_with_grad keeps only the local slice's gradient "
-                   "(official semantics), so after averaging the encoders get 1/world of the gradient; it needs a "
-                   "backward that sums the gradient over ranks (like train_fakes._GatherSum) for 2 ranks = 1 rank")
 def test_ddp_with_project_gather_equal_one(tmp_path):
     pytest.importorskip("hbi_repro.losses")
     one, two = ddp_vs_one(tmp_path, "project")
