@@ -1,0 +1,344 @@
+"""Data layer: synthetic benchmark, decoding/cache, every dataset adapter on tiny files in the real formats, bad inputs.
+
+Every file is written inside the test (tmp_path); videos are short mp4s encoded with PyAV."""
+import csv, io, json, os, shutil
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+from hbi_repro.config import get_config, override
+from hbi_repro.data import synthetic as syn
+from hbi_repro.data.video import (read_frames, write_video, FrameCache, DECODES, VideoError, check_reader,
+                                  compress_videos, open_video, sample_indices)
+from hbi_repro.data.datasets import (build_dataset, collate, tokenize, AnnotationError, MSRVTTRetrieval, MSRVTTCaption,
+                                     ActivityNetParagraphs, DiDeMoParagraphs, VideoQA, MSVDQA, ActivityNetQA,
+                                     check_dataset, data_check, get_tokenizer)
+
+F, L, S = 4, 12, 32  # frames, words, frame size used by the real-format tests
+
+
+# ---------------------------------------------------------------- helpers
+def make_video(path, seconds=3, fps=5, size=(64, 64), seed=0):
+    "A short mp4 whose frame t has red level 10·t (so frames can be told apart)."
+    rng = np.random.default_rng(seed)
+    T = int(seconds * fps)
+    fr = np.zeros((T, *size, 3), np.uint8)
+    fr[..., 1] = rng.integers(0, 200)
+    for t in range(T): fr[t, ..., 0] = 10 * t
+    return write_video(path, fr, fps=fps)
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("v") / "base.mp4")
+
+
+def put_videos(folder, names, src):
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names: shutil.copy(src, folder / n)
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f); w.writerow(header); w.writerows(rows)
+
+
+def msrvtt_root(tmp, src, n_videos=6, caps=3):
+    root = tmp / "msrvtt"
+    put_videos(root / "videos", [f"video{i}.mp4" for i in range(n_videos)], src)
+    sents = [{"caption": f"a person does thing {k} in video {i}", "video_id": f"video{i}", "sen_id": i * caps + k}
+             for i in range(n_videos) for k in range(caps)]
+    vids = [{"video_id": f"video{i}", "split": "train" if i < 4 else "test"} for i in range(n_videos)]
+    (root / "MSRVTT_data.json").write_text(json.dumps({"videos": vids, "sentences": sents}))
+    write_csv(root / "MSRVTT_train.9k.csv", ["video_id"], [[f"video{i}"] for i in range(4)])
+    write_csv(root / "MSRVTT_JSFUSION_test.csv", ["key", "vid_key", "video_id", "sentence"],
+              [[f"ret{k}", f"msr{i}", f"video{i}", f"a test caption for video {i}"] for k, i in enumerate((4, 5))])
+    return root
+
+
+def qa_root(tmp, src, name="msrvtt"):
+    root = tmp / name
+    put_videos(root / "videos", [f"video{i}.mp4" for i in range(4)], src)
+    (root / "qa").mkdir(parents=True)
+    row = lambda v, q, a, t: json.dumps({"answer": a, "question": q, "video_id": f"video{v}", "answer_type": t})
+    (root / "qa" / "train.jsonl").write_text("\n".join([row(0, "what is it?", "dog", "what"), row(1, "who sings?", "man", "who"),
+                                                        row(1, "what is shown?", "dog", "what")]))  # no final newline, like val.jsonl
+    (root / "qa" / "val.jsonl").write_text(row(2, "what plays?", "music", "what") + "\n")
+    (root / "qa" / "test.jsonl").write_text("\n".join([row(3, "who talks?", "man", "who"), row(3, "what is red?", "zebra", "what")]) + "\n")
+    (root / "qa" / "train_ans2label.json").write_text(json.dumps({"dog": 0, "man": 1, "music": 2}))
+    return root
+
+
+KW = dict(max_frames=F, max_words=L, frame_size=S)
+
+
+def check_item(it, qa=False):
+    assert it["video"].shape == (F, 3, S, S) and it["video"].dtype == torch.float32
+    assert it["video_mask"].dtype == torch.bool and it["video_mask"].shape == (F,)
+    # 3 s at 5 fps, official sampling (1 frame per second) → 3 real frames + 1 padded zero frame
+    assert it["video_mask"].tolist() == [True, True, True, False] and (it["video"][3] == 0).all()
+    assert it["text_ids"].shape == (L,) and it["text_ids"].dtype == torch.long and it["text_mask"].dtype == torch.bool
+    n = int(it["text_mask"].sum())
+    assert it["text_mask"][:n].all() and not it["text_mask"][n:].any()
+    tok = get_tokenizer()
+    assert it["text_ids"][0] == tok.sot_token_id and it["text_ids"][n - 1] == tok.eot_token_id
+    assert isinstance(it["video_id"], str) and isinstance(it["caption"], str)
+
+
+# ---------------------------------------------------------------- synthetic
+def test_synthetic_deterministic_and_alignment():
+    a, b = syn.make_benchmark(30, seed=5), syn.make_benchmark(30, seed=5)
+    assert np.array_equal(a.frames, b.frames) and a.captions == b.captions and a.qa == b.qa
+    assert {k: v.tolist() for k, v in a.splits.items()} == {k: v.tolist() for k, v in b.splits.items()}
+    assert not np.array_equal(syn.make_benchmark(30, seed=6).frames, a.frames)
+    assert a.frames.shape == (30, 12, 32, 32, 3) and a.frames.dtype == np.uint8
+    tok = get_tokenizer()
+    for v in range(len(a)):
+        sp = a.spans(v)
+        for c in range(len(a.captions[v])):
+            A = a.word_alignment(v, c)
+            for w, e in enumerate(a.word_events[v][c]):  # each row is exactly its event's span
+                assert A[w].tolist() == [int(e >= 0 and sp[e, 0] <= f < sp[e, 1]) for f in range(12)]
+            ids, mask, At = a.token_alignment(v, c, tok, 24)
+            rows, p = [], 1
+            for w, word in enumerate(a.words[v][c]):
+                for _ in tok.encode(word): rows.append(A[w]); p += 1
+            assert (At[1:p] == np.array(rows)).all() and At[0].sum() == 0 and At[p:].sum() == 0
+    # hard negatives: twins with identical bags of words sit in the same split, and negatives captions exist
+    twins = [v for v in range(len(a)) if a.twin[v] >= 0]
+    assert twins and all(a.group[v] == a.group[a.twin[v]] for v in twins)
+    bag = lambda v: sorted(x for e in a.event_names(v) for x in e)
+    assert all(bag(v) == bag(a.twin[v]) and a.event_names(v) != a.event_names(a.twin[v]) for v in twins)
+    assert {k for v in range(len(a)) for k, _ in a.negatives[v]} == {"order", "binding", "action"}
+
+
+def test_synthetic_dataset_items_and_vocab():
+    cfg = get_config("smoke")
+    for split in ("train", "val", "test"):
+        ds = build_dataset(cfg, split)
+        it = ds[0]
+        f, l, s = cfg.data.max_frames, cfg.data.max_words, cfg.data.frame_size
+        assert it["video"].shape == (f, 3, s, s) and it["alignment"].shape == (l, f)
+        assert it["alignment"][~it["text_mask"]].sum() == 0 and it["alignment"].sum() > 0
+    assert ds.num_answers == len(ds.answer_vocab) == len(ds.ans2label) and "circle" in ds.caption_vocab
+    qa = build_dataset(get_config("smoke", task="qa"), "train")
+    it = qa[0]
+    assert it["answer"].dtype == torch.long and qa.answers[int(it["answer"])] == it["answer_text"] and it["answer_type"]
+    cap = build_dataset(get_config("smoke", task="caption"), "test")
+    it = cap[0]
+    assert it["caption_ids"].shape == (cfg.eval.max_caption_len + 2,) and len(it["references"]) == 5
+    long = build_dataset(override(get_config("smoke"), ["data.dataset=synthetic_long", "data.max_frames=16",
+                                                       "data.max_words=64"]), "test")
+    assert long[0]["alignment"].shape == (64, 16)
+
+
+# ---------------------------------------------------------------- video decoding + cache
+def test_sampling_padding_and_cache(tmp_path, clip_file):
+    fr, m = read_frames(clip_file, 6)           # 15 frames at 5 fps, 1 fps → frames 0, 5, 10
+    assert m.tolist() == [True] * 3 + [False] * 3 and (fr[3:] == 0).all()
+    assert [int(round(fr[k, ..., 0].mean() / 10)) for k in range(3)] == [0, 5, 10]
+    fr, m = read_frames(clip_file, 6, sampling="uniform")
+    assert m.all() and sample_indices(15, 5.0, 6, "uniform").tolist() == [0, 3, 6, 8, 11, 14]
+    cache = FrameCache(tmp_path / "cache")
+    a, ma = read_frames(clip_file, 4, size=S, cache=cache)
+    n = DECODES["count"]
+    b, mb = read_frames(clip_file, 4, size=S, cache=cache)
+    assert DECODES["count"] == n and np.array_equal(a, b) and np.array_equal(ma, mb) and a.shape == (4, S, S, 3)
+    # through a dataset: the second epoch decodes nothing and yields identical tensors
+    root = msrvtt_root(tmp_path, clip_file)
+    ds = MSRVTTRetrieval(root, "test", cache_dir=tmp_path / "c2", **KW)
+    first = [ds[i]["video"] for i in range(len(ds))]
+    n = DECODES["count"]
+    second = [ds[i]["video"] for i in range(len(ds))]
+    assert DECODES["count"] == n and all(torch.equal(x, y) for x, y in zip(first, second))
+
+
+def test_augment_same_on_all_frames(clip_file):
+    from hbi_repro.data.video import preprocess_clip
+    fr = np.repeat(read_frames(clip_file, 1)[0], 5, axis=0)   # 5 identical frames
+    for s in range(6):
+        x = preprocess_clip(fr, np.ones(5, bool), S, augment=True, generator=torch.Generator().manual_seed(s))
+        assert all(torch.equal(x[0], x[k]) for k in range(5))
+
+
+# ---------------------------------------------------------------- adapters
+def test_msrvtt_retrieval(tmp_path, clip_file):
+    root = msrvtt_root(tmp_path, clip_file)
+    tr, va, te = (MSRVTTRetrieval(root, s, **KW) for s in ("train", "val", "test"))
+    assert len(va) == 1 and len(tr) == 3 * 3            # 4 train videos: 1 carved to val (1 caption), 3 × 3 captions
+    assert not {r["video_id"] for r in va.records} & {r["video_id"] for r in tr.records}
+    assert [te[i]["video_id"] for i in range(2)] == ["video4", "video5"] and te[1]["caption"] == "a test caption for video 5"
+    for ds in (tr, va, te): check_item(ds[0])
+    b = collate([te[0], te[1]])
+    assert b["video"].shape == (2, F, 3, S, S) and b["text_ids"].shape == (2, L) and b["video_id"] == ["video4", "video5"]
+    # build_dataset from a RunConfig (data root holding msrvtt/)
+    cfg = override(get_config("paper"), {"data.root": str(tmp_path), "data.max_frames": F, "data.max_words": L,
+                                         "data.frame_size": S, "data.augment": False})
+    ds = build_dataset(cfg, "test", cache_dir=None)
+    assert len(ds) == 2 and ds.summary()["items"] == 2
+
+
+def test_msrvtt_caption(tmp_path, clip_file):
+    root = msrvtt_root(tmp_path, clip_file)
+    te = MSRVTTCaption(root, "test", caption_len=10, **KW)
+    it = te[0]
+    check_item(it)
+    assert it["references"] == [f"a person does thing {k} in video 4" for k in range(3)]
+    assert it["caption_ids"].shape == (10,) and it["caption_mask"].dtype == torch.bool
+    assert len(MSRVTTCaption(root, "train", **KW)) == 9
+    std = MSRVTTCaption(root, "test", protocol="standard", **KW)
+    assert [r["video_id"] for r in std.records] == ["video4", "video5"]
+
+
+def test_activitynet_paragraphs(tmp_path, clip_file):
+    root = tmp_path / "activitynet"
+    put_videos(root / "videos", [f"v_a{i}.mp4" for i in range(5)], clip_file)
+    ann = lambda ids: {f"v_a{i}": {"duration": 3.0, "timestamps": [[0, 1], [1, 3]],
+                                   "sentences": [f"first thing {i}.", f" second thing {i}."]} for i in ids}
+    (root / "train.json").write_text(json.dumps(ann(range(3))))
+    (root / "train_ids.json").write_text(json.dumps([f"v_a{i}" for i in range(3)]))
+    (root / "val_1.json").write_text(json.dumps(ann((3, 4))))
+    (root / "val_ids.json").write_text(json.dumps(["v_a3", "v_a4"]))
+    te = ActivityNetParagraphs(root, "test", **KW)
+    assert len(te) == 2 and te[0]["caption"] == "first thing 3. second thing 3."
+    check_item(te[0])
+    assert len(ActivityNetParagraphs(root, "train", **KW)) + len(ActivityNetParagraphs(root, "val", **KW)) == 3
+
+
+def test_didemo_paragraphs(tmp_path, clip_file):
+    root = tmp_path / "didemo"
+    put_videos(root / "videos", [f"clip{i}.mov.mp4" for i in range(4)], clip_file)  # compressed names keep .mov
+    rows = lambda ids: [{"video": f"clip{i}.mov", "description": d, "times": [[0, 1]]}
+                        for i in ids for d in (f"a dog runs {i}", f"it stops {i}")]
+    for sp, ids in (("train", (0, 1)), ("val", (2,)), ("test", (3,))):
+        (root / f"{sp}_data.json").write_text(json.dumps(rows(ids)))
+    te = DiDeMoParagraphs(root, "test", **KW)
+    assert len(te) == 1 and te[0]["caption"] == "a dog runs 3 it stops 3" and te.records[0]["end"] == 31.0
+    check_item(te[0])
+    assert len(DiDeMoParagraphs(root, "train", **KW)) == 2 and len(DiDeMoParagraphs(root, "val", **KW)) == 1
+
+
+def test_msrvtt_qa_and_msvd_qa(tmp_path, clip_file):
+    for cls, name in ((VideoQA, "msrvtt"), (MSVDQA, "msvd")):
+        root = qa_root(tmp_path, clip_file, name)
+        te = cls(root, "test", **KW)
+        it = te[0]
+        check_item(it)
+        assert it["answer"].item() == 1 and it["answer_text"] == "man" and it["answer_type"] == "who"
+        assert te[1]["answer"].item() == -1 and te[1]["answer_text"] == "zebra" and te.stats["oov"] == 1  # OOV → −1
+        assert te.num_answers == 3 and len(cls(root, "val", **KW)) == 1 and len(cls(root, "train", **KW)) == 3
+        b = collate([te[0], te[1]])
+        assert b["answer"].tolist() == [1, -1] and b["answer_type"] == ["who", "what"]
+    # no ans2label file: the vocabulary is the most frequent training answers
+    (root / "qa" / "train_ans2label.json").unlink()
+    tr = MSVDQA(root, "train", **KW)
+    assert tr.answers == ["dog", "man"] and MSVDQA(root, "test", num_answers=1, **KW).ans2label == {"dog": 0}
+    with pytest.raises(ValueError, match="test split"): MSVDQA(root, "test", drop_oov=True, **KW)
+    assert len(MSVDQA(root, "train", num_answers=1, drop_oov=True, **KW)) == 2
+
+
+def test_activitynet_qa(tmp_path, clip_file):
+    root = tmp_path / "activitynet"
+    put_videos(root / "videos", ["v_abc.mp4", "v_def.mp4"], clip_file)
+    (root / "qa").mkdir()
+    for sp, vid in (("train", "abc"), ("test", "def")):
+        qs = [{"video_name": vid, "question": f"is it {k}", "question_id": f"v_{vid}_{k}"} for k in range(2)]
+        ans = [{"answer": a, "type": t, "question_id": f"v_{vid}_{k}"} for k, (a, t) in enumerate((("yes", 3), ("red", 4)))]
+        (root / "qa" / f"{sp}_q.json").write_text(json.dumps(qs)); (root / "qa" / f"{sp}_a.json").write_text(json.dumps(ans))
+    te = ActivityNetQA(root, "test", **KW)
+    check_item(te[0])
+    assert [te[i]["answer_type"] for i in range(2)] == ["yes_no", "color"] and te[0]["video_id"] == "def"
+    assert te.answers == ["red", "yes"] and te[1]["answer"].item() == 0
+
+
+# ---------------------------------------------------------------- bad input
+def test_missing_and_corrupt_and_zero_fps(tmp_path, clip_file):
+    with pytest.raises(FileNotFoundError, match="nope.mp4"): read_frames(tmp_path / "nope.mp4")
+    bad = tmp_path / "corrupt.mp4"; bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
+    with pytest.raises(VideoError, match="corrupt.mp4"): read_frames(bad)
+    class Stub:
+        def __len__(self): return 10
+        def get_avg_fps(self): return 0.0
+    with pytest.raises(VideoError, match="zero fps.*|zero.mp4"): check_reader(Stub(), "zero.mp4")
+    # a missing video of an annotation row names the file and row; skip is counted, never on test
+    root = msrvtt_root(tmp_path, clip_file)
+    (root / "videos" / "video5.mp4").unlink()
+    with pytest.raises(AnnotationError, match=r"MSRVTT_JSFUSION_test.csv row 3.*video5"): MSRVTTRetrieval(root, "test", **KW)
+    with pytest.raises(ValueError, match="test split"): MSRVTTRetrieval(root, "test", on_error="skip", **KW)
+    (root / "videos" / "video1.mp4").unlink()
+    with pytest.raises(AnnotationError, match="video1"): MSRVTTRetrieval(root, "trainval", **KW)
+    ds = MSRVTTRetrieval(root, "trainval", on_error="skip", **KW)
+    assert ds.stats["skipped_missing_video"] == 3 and len(ds) == 9
+    # a corrupt file is reported by its name when read
+    shutil.copy(bad, root / "videos" / "video4.mp4")
+    with pytest.raises(VideoError, match="video4.mp4"): MSRVTTRetrieval(root, "test", on_error="collect", **KW)[0]
+
+
+def test_caption_problems(tmp_path, clip_file):
+    root = msrvtt_root(tmp_path, clip_file)
+    write_csv(root / "MSRVTT_JSFUSION_test.csv", ["key", "vid_key", "video_id", "sentence"],
+              [["ret0", "msr4", "video4", "   "], ["ret1", "msr5", "video5", "word " * 40]])
+    with pytest.raises(AnnotationError, match=r"row 2: empty caption"): MSRVTTRetrieval(root, "test", **KW)
+    write_csv(root / "MSRVTT_JSFUSION_test.csv", ["key", "vid_key", "video_id", "sentence"],
+              [["ret0", "msr4", "video4", "ok"], ["ret1", "msr5", "video5", "word " * 40]])
+    ds = MSRVTTRetrieval(root, "test", **KW)                      # over max_words: truncated and counted
+    assert ds.stats["truncated"] == 1 and ds[1]["text_mask"].all() and ds[1]["text_ids"][-1] == get_tokenizer().eot_token_id
+    with pytest.raises(AnnotationError, match=r"row 3.*max_words=12 \(strict\)"):
+        MSRVTTRetrieval(root, "test", strict_length=True, **KW)
+    # unknown video id in the training list
+    write_csv(root / "MSRVTT_train.9k.csv", ["video_id"], [["video0"], ["video77"]])
+    with pytest.raises(AnnotationError, match=r"MSRVTT_train.9k.csv row 3: unknown video id 'video77'"):
+        MSRVTTRetrieval(root, "train", **KW)
+    assert MSRVTTRetrieval(root, "trainval", on_error="skip", **KW).stats["skipped_unknown_video"] == 1
+
+
+def test_malformed_json_line(tmp_path, clip_file):
+    root = qa_root(tmp_path, clip_file)
+    with open(root / "qa" / "train.jsonl", "a") as f: f.write('\n{"answer": "dog", "question": "broken\n')
+    with pytest.raises(AnnotationError, match=r"train.jsonl:4: malformed JSON"): VideoQA(root, "train", **KW)
+    ds = VideoQA(root, "train", on_error="skip", **KW)
+    assert ds.stats["skipped_malformed_row"] == 1 and len(ds) == 3
+    (root / "qa" / "test.jsonl").write_text('{"question": "q?", "video_id": "video3"}\n')  # row without answer
+    with pytest.raises(AnnotationError, match=r"test.jsonl:1: row lacks"): VideoQA(root, "test", **KW)
+    with pytest.raises(AnnotationError, match="empty caption"): tokenize("", 8, where="x")
+
+
+# ---------------------------------------------------------------- data check + compress
+def test_data_check_and_compress(tmp_path, clip_file):
+    root = msrvtt_root(tmp_path, clip_file)
+    assert check_dataset("msrvtt", tmp_path)["problems"] == {}
+    (root / "videos" / "video5.mp4").unlink()
+    (root / "videos" / "video4.mp4").write_bytes(b"garbage" * 100)
+    (root / "videos" / "video0.mp4").write_bytes(b"")
+    buf = io.StringIO()
+    with redirect_stdout(buf): rc = data_check("msrvtt", root=str(tmp_path))
+    out = buf.getvalue()
+    assert rc == 1 and "missing_video: 1" in out and "video5" in out
+    assert "unreadable_video: 1" in out and "video4.mp4" in out and "zero_length_video: 1" in out and "video0.mp4" in out
+    # compress: valid outputs are kept, a broken input is reported and not copied
+    src = tmp_path / "src"; src.mkdir()
+    shutil.copy(clip_file, src / "good.mp4"); (src / "bad.avi").write_bytes(b"garbage" * 100)
+    rep = compress_videos(src, tmp_path / "dst", fps=3, short_side=32, progress=False)
+    assert rep["ok"] == ["good.mp4"] and [n for n, _ in rep["failed"]] == ["bad.avi"]
+    assert not (tmp_path / "dst" / "bad.mp4").exists()
+    vr, n, fps = open_video(tmp_path / "dst" / "good.mp4")
+    assert fps == 3 and n == 9 and vr[0].shape == (32, 32, 3)
+
+
+def test_synthetic_written_in_msrvtt_format_reads_back(tmp_path):
+    b = syn.make_benchmark(8, seed=0, twin_prob=0.0, max_caption_tokens=14)
+    root = syn.write_msrvtt_format(b, tmp_path / "msrvtt")
+    te = MSRVTTRetrieval(root, "test", max_frames=12, max_words=16, frame_size=32)
+    it = te[0]
+    v = b.splits["test"][0]
+    assert it["video_id"] == b.video_ids[v] and it["caption"] == b.captions[v][0] and it["video_mask"].all()
+    # 12 frames at 1 fps: the official sampling keeps all of them; pixels survive the lossy codec closely
+    fr, m = read_frames(root / "videos" / f"{b.video_ids[v]}.mp4", 12)
+    assert m.all() and np.abs(fr.astype(int) - b.frames[v].astype(int)).mean() < 8
+    qa = VideoQA(root, "test", max_frames=12, max_words=16, frame_size=32)
+    assert qa.num_answers == len(syn.ANSWER_VOCAB) and qa.stats["oov"] == 0 and len(qa) == len(b.split_qa("test"))
