@@ -24,7 +24,7 @@ clean-check: venv
 	$(BIN)/python tools/check_sync.py
 
 nbtest: venv
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --skip_file_glob "run_*"
 
 pytest: venv
 	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
@@ -32,7 +32,7 @@ pytest: venv
 # Everything CI checks; ends with pytest's closing summary line.
 test: venv
 	$(BIN)/python tools/check_sync.py
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --skip_file_glob "run_*"
 	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
 
 # The main job: Table I on the default (synthetic) profile, through papermill.
