@@ -112,7 +112,7 @@ def _exp_weights(w, mask):
 
 def _share_gain_exact(w: torch.Tensor,     # (B, N) raw weight scores
                       mask: torch.Tensor,  # (B, N) bool valid
-                      h: float = 0.1875,   # trapezoid step in y = log x
+                      h: float = 0.375,    # trapezoid step in y = log x (error ≈ e^{-π²/h}, see above)
                      ) -> torch.Tensor:    # (B, N_i, N_t) Δσ_it, float64, 0 on padding
     "Expected gain of every token's softmax share when token i joins a random (p=½) coalition of the others."
     e = _exp_weights(w, mask)                                           # (B, N)
@@ -348,10 +348,14 @@ class PredictionHeader(nn.Module):
     def _attend(self, h, cell):   # (B, T, V, P) -> (B, T, V, P): self-attention over the T·V cells + residual
         B, T, V, P = h.shape
         x = h.reshape(B, T * V, P)
-        att = (x @ self.Q) @ (x @ self.K).transpose(1, 2)                   # (B, TV, TV)
+        # softmax((xQ)(xK)ᵀ/√P, padded cells masked as keys) (xV), fused: the (B, TV, TV) matrix is never stored
         if self.compat == "paper":
-            att = (att / math.sqrt(P)).masked_fill(~cell.reshape(B, 1, T * V), torch.finfo(att.dtype).min)
-        return h + (att.softmax(-1) @ (x @ self.V)).reshape(B, T, V, P)
+            keys = cell.reshape(B, 1, T * V)
+            keys = keys | ~keys.any(-1, keepdim=True)              # an example with no valid cell: output is masked anyway
+            o = F.scaled_dot_product_attention(x @ self.Q, x @ self.K, x @ self.V, attn_mask=keys, scale=1 / math.sqrt(P))
+        else:                                                      # official: no scale, no mask
+            o = F.scaled_dot_product_attention(x @ self.Q, x @ self.K, x @ self.V, scale=1.0)
+        return h + o.reshape(B, T, V, P)
 
     def forward(self, sim: torch.Tensor,     # (B, T, V) token similarities
                 t_mask: torch.Tensor,        # (B, T) bool
