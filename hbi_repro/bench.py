@@ -10,7 +10,7 @@ import torch
 from .config import get_config, override
 
 # %% auto #0
-__all__ = ['synthetic_batch', 'time_rows', 'time_inference', 'bench_model', 'bench_table8', 'bench_cli']
+__all__ = ['synthetic_batch', 'time_rows', 'time_inference', 'step_breakdown', 'bench_model', 'bench_table8', 'bench_cli']
 
 # %% ../nbs/13_bench.ipynb #da5c5206
 def _sync(device):
@@ -134,6 +134,33 @@ def _encode_all(m, batches, n_text, n_video):
     return {k: x[:n_text] for k, x in t.items()}, {k: x[:n_video] for k, x in v.items()}
 
 # %% ../nbs/13_bench.ipynb #eaaff519
+def step_breakdown(preset: str,               # e.g. "T1/HBI-V2"
+                   profile: str = "smoke", batch_size: int = 32, frames: int = 12, words: int = 32,
+                   steps: int = 5, warmup: int = 2, overrides: tuple = (), device: str = "cpu", seed: int = 0) -> dict:
+    "Milliseconds per training step in each labelled part of the forward (`model._part`), the backward and the optimizer."
+    from torch.profiler import profile as _profile, record_function, ProfilerActivity
+    from hbi_repro.model import HBIModel
+    cfg = get_config(profile, preset, overrides=["data.max_frames=%d" % frames, "data.max_words=%d" % words, *overrides])
+    torch.manual_seed(seed)
+    m = HBIModel(cfg).to(device).train()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+    size = m.clip.visual.image_size
+    batch = synthetic_batch(batch_size, frames, words, size[0] if isinstance(size, (tuple, list)) else size, device, seed)
+    def step():
+        with record_function("hbi/forward"): out = m(batch)
+        opt.zero_grad(set_to_none=True)
+        with record_function("hbi/backward"): out["loss"].backward()
+        with record_function("hbi/optimizer"): opt.step()
+        _sync(device)
+    for _ in range(warmup): step()
+    with _profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps): step()
+    parts = {e.key[4:]: e.cpu_time_total / 1e3 / steps for e in prof.key_averages() if e.key.startswith("hbi/")}
+    named = sum(v for k, v in parts.items() if k not in ("forward", "backward", "optimizer"))
+    parts["forward_rest"] = parts["forward"] - named      # losses, gathers, logit scale, glue
+    return {"preset": preset, "ms_per_step": {k: round(v, 2) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
+            "note": "CPU time under the profiler (inflated by its overhead); compare parts, not totals, with time_rows"}
+
 def bench_model(out: str = "results/bench/model.json", threads: int = 2, repeats: int = 5) -> dict:
     "Issue-4 targets on this CPU: tiny training step (batch 32, 12 frames, 32 words) and 1k×1k inference from cached features."
     from hbi_repro.provenance import write_result
@@ -142,6 +169,8 @@ def bench_model(out: str = "results/bench/model.json", threads: int = 2, repeats
     res = time_rows(["T1/Baseline", "T1/HBI", "T1/HBI-V2", "T1/HBI-V2-fastweights"], profile="smoke", batch_size=32, frames=12, words=32,
                     repeats=repeats, warmup=2, n_text=1000, n_video=1000, chunk=250, from_features=True,
                     overrides=("model.clusters=[6,2,16,4]",))
+    res["breakdown"] = {p: step_breakdown(p, overrides=("model.clusters=[6,2,16,4]",))["ms_per_step"]
+                        for p in ("T1/Baseline", "T1/HBI", "T1/HBI-V2")}
     write_result(out, res, started=t0, config={"threads": threads})
     return res
 

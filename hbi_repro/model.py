@@ -236,28 +236,29 @@ class HBIModel(nn.Module):
     def forward(self, batch: dict) -> dict:
         "Training step: {'loss': scalar, 'logs': {term: value}} with every term of Eq. 16."
         m, tr = self.cfg.model, self.cfg.train
-        text, video = self.encode_text(batch), self.encode_video(batch)
+        with _part("encode_text"): text = self.encode_text(batch)
+        with _part("encode_video"): video = self.encode_video(batch)
         # global contrastive batch: features of all ranks (gradients flow to the local slice)
         t, tm, tc = (gather_with_grad(text[k]) for k in ("t", "t_mask", "t_cls"))
         v, vm = (gather_with_grad(video[k]) for k in ("v", "v_mask"))
-        th, vh = self.text_hierarchy(t, tm), self.video_hierarchy(v, vm)
+        with _part("hierarchy"): th, vh = self.text_hierarchy(t, tm), self.video_hierarchy(v, vm)
         scale = self.logit_scale()
         S, logs, loss = {}, {"logit_scale": scale.detach()}, 0.
         matched = {}
         for l in self.levels_needed:
             (tl, tml), (vl, vml) = th[l], vh[l]
-            S[l] = self.level[l].similarity(tl, tml, tc, vl, vml, compat=m.compat)
+            with _part("similarity"): S[l] = self.level[l].similarity(tl, tml, tc, vl, vml, compat=m.compat)
             if l in m.levels:
                 lc = info_nce(S[l], scale); loss = loss + lc; logs[f"{l}/L_C"] = lc.detach()
             if self.level[l].recon is not None or (m.banzhaf_loss and l in m.levels) or tr.task == "qa":
-                matched[l] = self.level[l].matched(tl, tml, tc, vl, vml)
+                with _part("matched"): matched[l] = self.level[l].matched(tl, tml, tc, vl, vml)
                 if matched[l]["gamma"] is not None:
                     logs[f"{l}/gamma"] = _masked_mean(matched[l]["gamma"], vml)
                     logs[f"{l}/delta"] = _masked_mean(matched[l]["delta"], tml)
             if m.banzhaf_loss and l in m.levels:
                 mt = matched[l]
-                R = self.level[l].header(mt["sim"], tml, vml)
-                I = self.banzhaf_target(mt["sim"], tml, vml, mt["t_weight"], mt["v_weight"])
+                with _part("header"): R = self.level[l].header(mt["sim"], tml, vml)
+                with _part("banzhaf_target"): I = self.banzhaf_target(mt["sim"], tml, vml, mt["t_weight"], mt["v_weight"])
                 li = banzhaf_kl(R, I, tml, vml, compat=m.compat)
                 loss = loss + tr.alpha * li; logs[f"{l}/L_I"] = li.detach()
         for teacher, student in m.distill:
@@ -333,6 +334,10 @@ class HBIModel(nn.Module):
                 raise ValueError("banzhaf_target='learned' needs model.estimator_checkpoint (train one with `hbi-repro pretrain-estimator`)")
             model.estimator.load_state_dict(torch.load(cfg.model.estimator_checkpoint, map_location="cpu"))
         return model
+
+def _part(name: str):
+    "A label for the profiler (`bench.step_breakdown`); costs nothing when no profiler runs."
+    return torch.profiler.record_function(f"hbi/{name}")
 
 def _hierarchy(merges: nn.ModuleDict, x: torch.Tensor, mask: torch.Tensor) -> dict:
     "Merge entity tokens into action tokens and those into event tokens, as far as `merges` goes."
