@@ -10,18 +10,21 @@ from importlib import metadata
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PACKAGES', 'git_state', 'package_versions', 'device_info', 'file_checksum', 'provenance', 'atomic_write_text',
-           'write_result']
+__all__ = ['OUTPUT_DIRS', 'PACKAGES', 'git_state', 'package_versions', 'device_info', 'file_checksum', 'provenance',
+           'atomic_write_text', 'write_result']
 
 # %% ../nbs/00a_provenance.ipynb #e3abfb97
+OUTPUT_DIRS = ("results", "runs")   # what runs write: not code, so never makes the tree dirty
+
 def git_state(path: str | Path = ".") -> dict:
-    "Git commit SHA and whether the work tree has uncommitted changes (`None`s outside a repository)."
+    "Git commit SHA and whether tracked files outside `OUTPUT_DIRS` have uncommitted changes (`None`s outside a repository)."
     def run(*args):
         return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, timeout=20)
     try:
         sha = run("rev-parse", "HEAD")
         if sha.returncode != 0: return {"sha": None, "dirty": None}
-        dirty = run("status", "--porcelain", "--untracked-files=no")
+        # a run that re-writes committed result files (results/...) must not flag its own outputs as uncommitted code
+        dirty = run("status", "--porcelain", "--untracked-files=no", "--", ":/", *(f":(top,exclude){d}" for d in OUTPUT_DIRS))
         return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.TimeoutExpired):
         return {"sha": None, "dirty": None}
