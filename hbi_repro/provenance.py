@@ -14,7 +14,7 @@ __all__ = ['OUTPUT_DIRS', 'PACKAGES', 'git_state', 'package_versions', 'device_i
            'atomic_write_text', 'write_result']
 
 # %% ../nbs/00a_provenance.ipynb #e3abfb97
-OUTPUT_DIRS = ("results", "runs")   # what runs write: not code, so never makes the tree dirty
+OUTPUT_DIRS = ("results", "runs")   # what runs write: not code, so never makes the tree dirty (results/reference/ excepted)
 
 def git_state(path: str | Path = ".") -> dict:
     "Git commit SHA and whether tracked files outside `OUTPUT_DIRS` have uncommitted changes (`None`s outside a repository)."
@@ -23,9 +23,12 @@ def git_state(path: str | Path = ".") -> dict:
     try:
         sha = run("rev-parse", "HEAD")
         if sha.returncode != 0: return {"sha": None, "dirty": None}
-        # a run that re-writes committed result files (results/...) must not flag its own outputs as uncommitted code
-        dirty = run("status", "--porcelain", "--untracked-files=no", "--", ":/", *(f":(top,exclude){d}" for d in OUTPUT_DIRS))
-        return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+        # a run that re-writes committed result files (results/...) must not flag its own outputs as uncommitted code;
+        # results/reference/ (the paper's numbers) is an input and counts. Porcelain paths are relative to the top level.
+        status = run("status", "--porcelain", "--untracked-files=no").stdout.splitlines()
+        def output(p): return p.split("/", 1)[0] in OUTPUT_DIRS and not p.startswith("results/reference/")
+        dirty = [l for l in status if not output(l[3:].split(" -> ")[-1].strip('"'))]
+        return {"sha": sha.stdout.strip(), "dirty": bool(dirty)}
     except (OSError, subprocess.TimeoutExpired):
         return {"sha": None, "dirty": None}
 
