@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from .config import get_config, override, config_dict
 
 # %% auto #0
-__all__ = ['DATASET_FILES', 'ARTIFACTS', 'CLIPPretrain', 'backbone', 'run_rows', 'check_paper_inputs', 'reproduce_notebooks',
-           'reproduce']
+__all__ = ['DATASET_FILES', 'ARTIFACTS', 'CLIPPretrain', 'backbone', 'row_metrics', 'run_rows', 'check_paper_inputs',
+           'reproduce_notebooks', 'reproduce']
 
 # %% ../nbs/14_experiments.ipynb #ccdc1f6f
 class CLIPPretrain(nn.Module):
@@ -76,12 +76,11 @@ def backbone(profile: str = "synthetic",     # smoke | synthetic (the paper prof
     return out
 
 # %% ../nbs/14_experiments.ipynb #be562a89
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, dict): out.update(_flat(v, f"{prefix}{k}/"))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool): out[f"{prefix}{k}"] = float(v)
-    return out
+def row_metrics(summary: dict) -> dict:
+    "What a result row stores for a finished run (`train`'s summary, or `summary.json`'s 'metrics'): the best checkpoint on val and test, the last on test."
+    from hbi_repro.results import flat_metrics
+    return {"test": flat_metrics(summary["best"]["test"]), "val": flat_metrics(summary["best"]["val"]),
+            "test_last": flat_metrics(summary["last"]["test"]), "best_step": summary["best"]["step"], "steps": summary["steps"]}
 
 def run_rows(artifact: str,                  # e.g. "table1"
              rows: dict,                     # {row label: preset name}
@@ -123,9 +122,7 @@ def run_rows(artifact: str,                  # e.g. "table1"
             summary = train(cfg, run_dir, train_set=tr, val_set=va, test_set=te, train_features=feats.get(fkey) if share else None)
             cache = run_dir / "cache" / "train_features.pt"
             if share and fkey not in feats and cache.exists(): feats[fkey] = torch.load(cache, map_location="cpu")
-            metrics = {"test": _flat(summary["best"]["test"]), "val": _flat(summary["best"]["val"]),
-                       "test_last": _flat(summary["last"]["test"]), "best_step": summary["best"]["step"],
-                       "steps": summary["steps"]}
+            metrics = row_metrics(summary)
             path = save_row(artifact, profile, label, preset, seed, metrics, config_dict(cfg), started, root=results_root)
             records.append({"row": label, "preset": preset, "seed": seed, **{f"test/{k}": v for k, v in metrics["test"].items()},
                             "path": str(path)})

@@ -14,7 +14,8 @@ from .provenance import atomic_write_text, write_result
 
 # %% auto #0
 __all__ = ['ROMAN', 'REFERENCE_COLUMNS', 'LONG_COLUMNS', 'LOWER_IS_BETTER', 'table_id', 'reference_path', 'load_reference',
-           'results_dir', 'safe_name', 'save_row', 'load_rows', 'render_table', 'write_table', 'plot_bars']
+           'results_dir', 'safe_name', 'save_row', 'flat_metrics', 'load_rows', 'render_table', 'write_table',
+           'plot_bars']
 
 # %% ../nbs/11_results.ipynb #1bffb723
 ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
@@ -109,10 +110,11 @@ def save_row(artifact: str, profile: str,
     return write_result(path, metrics, seed=seed, started=started, config=config,
                         artifact=artifact, profile=profile, row=row_name, preset=preset, **extra)
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flat_metrics(d: dict | None, prefix: str = "") -> dict:
+    "Nested metric dicts → {'a/b': float}, numbers only (booleans and strings dropped)."
     out = {}
-    for k, v in d.items():
-        if isinstance(v, dict): out.update(_flat(v, f"{prefix}{k}/"))
+    for k, v in (d or {}).items():
+        if isinstance(v, dict): out.update(flat_metrics(v, f"{prefix}{k}/"))
         elif isinstance(v, (int, float)) and not isinstance(v, bool): out[f"{prefix}{k}"] = float(v)
     return out
 
@@ -130,7 +132,7 @@ def load_rows(artifact: str, profile: str, root: str | Path = "results") -> pd.D
         prov = rec.get("provenance", {})
         if prov.get("profile") != profile or prov.get("artifact") != artifact:
             raise ValueError(f"{p}: written for {prov.get('artifact')!r}/{prov.get('profile')!r}, found under {artifact!r}/{profile!r}")
-        for m, v in _flat(rec.get("metrics") or {}).items():
+        for m, v in flat_metrics(rec.get("metrics")).items():
             recs.append((artifact, profile, prov.get("row"), prov.get("preset"), prov.get("seed"), m, v,
                          prov.get("finished_utc", ""), str(p)))
     df = pd.DataFrame(recs, columns=LONG_COLUMNS)
