@@ -131,9 +131,10 @@ def load_trained(run_dir: str | Path, ckpt: str = "best"):
     return model.eval(), cfg
 
 def _same_run_config(found: dict, want: dict) -> bool:
-    "Equal configs up to the backbone path and the frozen-encoder flag that `run_rows` adds."
+    "Equal configs up to the backbone path, the frozen-encoder flag that `run_rows` adds and the evaluation kernels (same scores to rounding)."
     strip = lambda d: {**d, "model": {k: v for k, v in d["model"].items() if k != "clip_checkpoint"},
-                       "train": {k: v for k, v in d["train"].items() if k != "freeze_encoders"}}
+                       "train": {k: v for k, v in d["train"].items() if k != "freeze_encoders"},
+                       "eval": {k: v for k, v in d.get("eval", {}).items() if k != "kernels"}}
     keys = ("model", "data", "train", "eval")
     f, w = strip(found), strip(want)
     return all(f.get(k) == w.get(k) for k in keys)

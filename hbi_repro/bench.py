@@ -10,7 +10,8 @@ import torch
 from .config import get_config, override
 
 # %% auto #0
-__all__ = ['synthetic_batch', 'time_rows', 'time_inference', 'step_breakdown', 'bench_model', 'bench_table8', 'bench_cli']
+__all__ = ['COMPILED', 'MODEL_ROWS', 'synthetic_batch', 'time_rows', 'time_inference', 'step_breakdown', 'bench_model',
+           'bench_table8', 'bench_cli']
 
 # %% ../nbs/13_bench.ipynb #da5c5206
 def _sync(device):
@@ -38,19 +39,26 @@ def _autocast(device, precision):
     if dt is None: return torch.autocast(device_type=torch.device(device).type, enabled=False)
     return torch.autocast(device_type=torch.device(device).type, dtype=dt)
 
-def time_rows(presets: list,                 # preset names, e.g. ["T1/Baseline", "T1/HBI", "T1/HBI-V2"]
+def _row_spec(row) -> tuple:
+    "A row of `time_rows`: a preset name, or (label, preset, overrides) for a variant of one."
+    return (row, row, ()) if isinstance(row, str) else (row[0], row[1], tuple(row[2]))
+
+def time_rows(presets: list,                 # preset names, e.g. ["T1/Baseline", "T1/HBI", "T1/HBI-V2"], or (label, preset, overrides)
               profile: str = "smoke",        # config profile of the models (paper = ViT-B/32)
               batch_size: int = 32, frames: int = 12, words: int = 32,
               device: str = "cpu", precision: str = "fp32",
               repeats: int = 5, warmup: int = 2,
-              inference: bool = True, n_text: int = 1000, n_video: int = 1000, chunk: int = 250,
+              inference: bool = True, n_text: int = 1000, n_video: int = 1000,
+              chunk: int | None = None,      # similarity block size; None = each method's own default
               from_features: bool = False,   # time inference on cached encoder features only (no CLIP)
               overrides: tuple = (), seed: int = 0) -> dict:
     "Median training-step time and 1k×1k inference time of each preset, interleaved, with ratios to the first."
     from hbi_repro.model import HBIModel
     models, opts = {}, {}
-    for name in presets:
-        cfg = get_config(profile, name, overrides=["data.max_frames=%d" % frames, "data.max_words=%d" % words, *overrides])
+    specs = [_row_spec(r) for r in presets]
+    presets = [label for label, _, _ in specs]
+    for name, preset, extra in specs:
+        cfg = get_config(profile, preset, overrides=["data.max_frames=%d" % frames, "data.max_words=%d" % words, *overrides, *extra])
         torch.manual_seed(seed)
         m = HBIModel(cfg).to(device).train()
         models[name], opts[name] = m, torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
@@ -84,13 +92,15 @@ def time_rows(presets: list,                 # preset names, e.g. ["T1/Baseline"
 # %% ../nbs/13_bench.ipynb #7dffeca2
 @torch.no_grad()
 def time_inference(models: dict, n_text: int, n_video: int, frames: int, words: int, size: int, device, precision,
-                   chunk: int, repeats: int = 1, from_features: bool = False, seed: int = 0) -> dict:
+                   chunk: int | None, repeats: int = 1, from_features: bool = False, seed: int = 0, encode_batch: int = 250) -> dict:
     "Time to score n_text × n_video: encoding (unless from_features) + the similarity matrix; rows interleaved."
     times = {n: {"encode": [], "similarity": []} for n in models}
     peak = {}
     # inputs are made once, on the device, before any clock starts
     n = max(n_text, n_video)
-    batches = [] if from_features else [synthetic_batch(min(chunk, n - i), frames, words, size, device, seed + i) for i in range(0, n, chunk)]
+    batches = [] if from_features else [synthetic_batch(min(encode_batch, n - i), frames, words, size, device, seed + i)
+                                        for i in range(0, n, encode_batch)]
+    first = {}
     for r in range(repeats + 1):                       # pass 0 is an untimed warm-up of every row
         for name, m in models.items():
             m.eval()
@@ -104,12 +114,13 @@ def time_inference(models: dict, n_text: int, n_video: int, frames: int, words: 
             _sync(device); t2 = time.perf_counter()
             assert S.shape == (n_text, n_video)
             if r > 0: times[name]["encode"].append(t1 - t0); times[name]["similarity"].append(t2 - t1)
+            else: first[name] = t2 - t1                # the warm-up pass: includes compiling, where kernels are compiled
             if torch.device(device).type == "cuda": peak[name] = torch.cuda.max_memory_allocated() / 2**30
             m.train()
     out = {}
     for name in models:
         e, s = statistics.median(times[name]["encode"]), statistics.median(times[name]["similarity"])
-        out[name] = {"encode_s": e, "similarity_s": s, "inference_s": e + s}
+        out[name] = {"encode_s": e, "similarity_s": s, "inference_s": e + s, "first_similarity_s": first[name]}
         if name in peak: out[name]["similarity_peak_gib"] = peak[name]
     return out
 
@@ -161,13 +172,19 @@ def step_breakdown(preset: str,               # e.g. "T1/HBI-V2"
     return {"preset": preset, "ms_per_step": {k: round(v, 2) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
             "note": "CPU time under the profiler (inflated by its overhead); compare parts, not totals, with time_rows"}
 
+COMPILED = ("eval.kernels=compiled",)
+MODEL_ROWS = ["T1/Baseline", "T1/HBI", "T1/HBI-V2", "T1/HBI-V2-fastweights",
+              ("T1/HBI-V2 compiled", "T1/HBI-V2", COMPILED),                    # fused inference kernels (04_reconstruct)
+              ("T1/HBI-V2-fastweights compiled", "T1/HBI-V2-fastweights", COMPILED),
+              ("T1/HBI-V2 compiled entity-only", "T1/HBI-V2", (*COMPILED, 'model.infer_levels=["entity"]'))]  # the official code's inference
+
 def bench_model(out: str = "results/bench/model.json", threads: int = 2, repeats: int = 5) -> dict:
     "Issue-4 targets on this CPU: tiny training step (batch 32, 12 frames, 32 words) and 1k×1k inference from cached features."
     from hbi_repro.provenance import write_result
     torch.set_num_threads(threads)
     t0 = time.time()
-    res = time_rows(["T1/Baseline", "T1/HBI", "T1/HBI-V2", "T1/HBI-V2-fastweights"], profile="smoke", batch_size=32, frames=12, words=32,
-                    repeats=repeats, warmup=2, n_text=1000, n_video=1000, chunk=250, from_features=True,
+    res = time_rows(MODEL_ROWS, profile="smoke", batch_size=32, frames=12, words=32,
+                    repeats=repeats, warmup=2, n_text=1000, n_video=1000, chunk=None, from_features=True,
                     overrides=("model.clusters=[6,2,16,4]",))
     res["breakdown"] = {p: step_breakdown(p, overrides=("model.clusters=[6,2,16,4]",))["ms_per_step"]
                         for p in ("T1/Baseline", "T1/HBI", "T1/HBI-V2")}
@@ -179,8 +196,8 @@ def bench_table8(out: str = "results/bench/table8_gpu.json", device: str = "cuda
     "Table VIII on a GPU: randomly initialised ViT-B/32, paper batch size, MSR-VTT shapes (12 frames, 32 words)."
     from hbi_repro.provenance import write_result
     t0 = time.time()
-    res = time_rows(["T1/Baseline", "T1/HBI", "T1/HBI-V2", "T1/HBI-V2-fastweights"], profile="paper", batch_size=batch_size, frames=12, words=32,
-                    device=device, precision=precision, repeats=repeats, warmup=2, n_text=1000, n_video=1000, chunk=250)
+    res = time_rows(MODEL_ROWS, profile="paper", batch_size=batch_size, frames=12, words=32,
+                    device=device, precision=precision, repeats=repeats, warmup=2, n_text=1000, n_video=1000, chunk=None)
     write_result(out, res, started=t0)
     return res
 

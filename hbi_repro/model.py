@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .config import RunConfig, LEVELS
 from .similarity import token_interaction, matched_interaction, WeightHead, masked_softmax
-from .reconstruct import Reconstruction
+from .reconstruct import Reconstruction, KERNELS
 from .merge import TokenMerge
 from .banzhaf import banzhaf_interaction, PredictionHeader
 from .losses import gather_with_grad, info_nce, banzhaf_kl, distill_kl, LogitScale
@@ -107,10 +107,10 @@ class Level(nn.Module):
         self.recon = Reconstruction(dim, m.recon_hidden, token_weights=m.recon_token_weights) if m.reconstruction else None
         self.header = PredictionHeader(m.header, planes=m.header_planes, compat=m.compat) if m.banzhaf_loss else None
 
-    def similarity(self, t, t_mask, t_cls, v, v_mask, chunk: int | None = None, compat: str = "paper") -> torch.Tensor:
+    def similarity(self, t, t_mask, t_cls, v, v_mask, chunk: int | None = None, compat: str = "paper", kernels: str = "eager") -> torch.Tensor:
         "S (A, B) of Eq. 12 for all text-video pairs, on reconstructed tokens when reconstruction is on."
         if self.recon is not None:
-            return self.recon.pairwise_similarity(t, t_mask, t_cls, v, v_mask, self.t_weight, self.v_weight, chunk=chunk)
+            return self.recon.pairwise_similarity(t, t_mask, t_cls, v, v_mask, self.t_weight, self.v_weight, chunk=chunk, kernels=kernels)
         return token_interaction(t, t_mask, v, v_mask, self.t_weight(t), self.v_weight(v), chunk=chunk, compat=compat)
 
     def matched(self, t, t_mask, t_cls, v, v_mask) -> dict:
@@ -143,6 +143,7 @@ class HBIModel(nn.Module):
         self.cfg, m = cfg, cfg.model
         if m.header not in ("none", "mlp", "cnn", "mlp_sa", "cnn_sa"): raise ValueError(f"unknown header {m.header!r}")
         if m.banzhaf_target not in ("exact", "sampled", "learned"): raise ValueError(f"unknown banzhaf_target {m.banzhaf_target!r}")
+        if cfg.eval.kernels not in KERNELS: raise ValueError(f"eval.kernels must be one of {KERNELS}, got {cfg.eval.kernels!r}")
         self.clip = build_clip(m.clip_name)
         E = self.clip.text_projection.shape[1] if not isinstance(self.clip.text_projection, nn.Linear) else self.clip.text_projection.out_features
         self.dim = E
@@ -217,7 +218,7 @@ class HBIModel(nn.Module):
         S = 0
         for l in levels:
             (t, tm), (v, vm) = th[l], vh[l]
-            S = S + self.level[l].similarity(t, tm, text["t_cls"], v, vm, chunk=chunk, compat=self.cfg.model.compat)
+            S = S + self.level[l].similarity(t, tm, text["t_cls"], v, vm, chunk=chunk, compat=self.cfg.model.compat, kernels=self.cfg.eval.kernels)
         return S
 
     # -- losses --------------------------------------------------------------------------------------------

@@ -4,14 +4,15 @@
 
 # %% ../nbs/04_reconstruct.ipynb #c5fb2220
 from __future__ import annotations
-import math, time
+import math, time, warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .similarity import masked_softmax, WeightHead, token_interaction, matched_interaction, wti_from_sim, span_order
 
 # %% auto #0
-__all__ = ['masked_mean', 'Reconstruction', 'pairwise_similarity', 'pairwise_similarity_materialised', 'bench_similarity']
+__all__ = ['KERNELS', 'masked_mean', 'Reconstruction', 'pairwise_similarity', 'pairwise_similarity_materialised',
+           'compiled_kernels_available', 'bench_similarity']
 
 # %% ../nbs/04_reconstruct.ipynb #7aabede3
 def masked_mean(x: torch.Tensor,     # (..., N, D)
@@ -63,9 +64,10 @@ class Reconstruction(nn.Module):
         t_rec = (delta[..., None] * t + (1 - delta[..., None]) * ct) * t_mask[..., None]
         return dict(t=t_rec, v=v_rec, gamma=gamma, delta=delta)
 
-    def pairwise_similarity(self, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk=None, return_stats=False):
+    def pairwise_similarity(self, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk=None, return_stats=False, kernels="eager"):
         "S (A, B) of Eq. 12 on reconstructed tokens for every text × video (defined below)."
-        return pairwise_similarity(self, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk=chunk, return_stats=return_stats)
+        return pairwise_similarity(self, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk=chunk,
+                                   return_stats=return_stats, kernels=kernels)
 
 def _check(t, t_mask, t_cls, v, v_mask, matched=False):
     if t.dim() != 3 or v.dim() != 3 or t.shape[-1] != v.shape[-1]:
@@ -98,6 +100,8 @@ def _diff_head(head: WeightHead, Pb, Y):
     "head(x − c) from Pb = x W1ᵀ + b1 and Y = c W1ᵀ: (a,b,N)."
     return head.from_preact(torch.sub(Pb, Y[:, :, None]), inplace=True)
 
+KERNELS = ("eager", "compiled")   # how pairwise_similarity evaluates a block (compiled: see "Compiled kernels" below)
+
 def pairwise_similarity(rec: Reconstruction,
                         t: torch.Tensor,         # (A, T, D) single-modal text tokens
                         t_mask: torch.Tensor,    # (A, T) bool
@@ -106,11 +110,14 @@ def pairwise_similarity(rec: Reconstruction,
                         v_mask: torch.Tensor,    # (B, V) bool
                         t_weight_head: WeightHead,  # MLP_t of Eq. 12
                         v_weight_head: WeightHead,  # MLP_v of Eq. 12
-                        chunk: int | None = None,   # texts and videos per block; None: ~2^22 hidden activations per block
+                        chunk: int | None = None,   # texts and videos per block; None: picked by kernels and device
                         return_stats: bool = False, # also return γ/δ mean, std, min, max over all pairs' real tokens
+                        kernels: str = "eager",     # "compiled": fused torch.compile kernels, used when no gradient is recorded
+                        _probe: bool = False,       # internal: skip the availability check (it calls this function)
                        ):                           # S (A, B), or (S, stats)
     "Eq. 12 on reconstructed tokens (Eqs. 2-5) for every text × video, by expansion into per-token and per-pair terms."
     _check(t, t_mask, t_cls, v, v_mask)
+    if kernels not in KERNELS: raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
     if not rec.enabled:
         S = token_interaction(t, t_mask, v, v_mask, t_weight_head(t), v_weight_head(v), chunk=chunk)
         return (S, {}) if return_stats else S
@@ -119,9 +126,15 @@ def pairwise_similarity(rec: Reconstruction,
     (ia, span_t), (ib, span_v) = span_order(t_mask), span_order(v_mask)   # visit by span; blocks drop trailing padding
     t, t_mask, t_cls, v, v_mask = t[ia], t_mask[ia], t_cls[ia], v[ib], v_mask[ib]
     t, v = t * t_mask[..., None], v * v_mask[..., None]        # padded features never enter (they get 0 weight anyway)
-    H = max(rec.gamma_mlp.fc1.out_features, t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
-    budget = (1 << 22) * (64 if t.device.type == "cuda" else 1)   # GPU: big blocks (small ones are launch-bound)
-    c = chunk or max(1, int(math.sqrt(budget / ((T + V) * H))))
+    compiled = kernels == "compiled" and not torch.is_grad_enabled() and (_probe or compiled_kernels_available(t.device, t.dtype))
+    if compiled:   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 word-frame products, split evenly
+        c = chunk or max(2, int(math.sqrt((1 << 21) * (64 if t.device.type == "cuda" else 1) / (T * V))))
+        a_edges, b_edges = _even_edges(A, c), _even_edges(B, c)
+    else:          # blocks of ~2^22 hidden activations (GPU: 64× more; small blocks are launch-bound)
+        H = max(rec.gamma_mlp.fc1.out_features, t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
+        c = chunk or max(1, int(math.sqrt((1 << 22) * (64 if t.device.type == "cuda" else 1) / ((T + V) * H))))
+        a_edges, b_edges = [*range(0, A, c), A], [*range(0, B, c), B]
+    block = _block_compiled if compiled else _block
     # per-token terms (first layers, Gram matrices), once
     Pg = v @ rec.gamma_mlp.fc1.weight.T + rec.gamma_mlp.fc1.bias   # (B, V, Hr)  W1 v + b1 of the γ MLP
     Pd = t @ rec.delta_mlp.fc1.weight.T + rec.delta_mlp.fc1.bias   # (A, T, Hr)
@@ -131,15 +144,20 @@ def pairwise_similarity(rec: Reconstruction,
     v_mean = masked_mean(v, v_mask)                                              # (B, D) the query v_c of Eq. 4
     stats = _Stats() if return_stats else None
     S = t.new_empty(A, B, dtype=torch.promote_types(t.dtype, torch.float32))
-    for a0 in range(0, A, c):
-        a, Ta = slice(a0, min(A, a0 + c)), max(1, int(span_t[a0]))
-        for b0 in range(0, B, c):
-            b, Vb = slice(b0, min(B, b0 + c)), max(1, int(span_v[b0]))
-            S[ia[a, None], ib[None, b]] = _block(
+    for a0, a1 in zip(a_edges[:-1], a_edges[1:]):
+        a, Ta = slice(a0, a1), max(1, int(span_t[a0]))
+        for b0, b1 in zip(b_edges[:-1], b_edges[1:]):
+            b, Vb = slice(b0, b1), max(1, int(span_v[b0]))
+            S[ia[a, None], ib[None, b]] = block(
                 rec, t[a, :Ta], t_mask[a, :Ta], t_cls[a], v[b, :Vb], v_mask[b, :Vb], v_mean[b],
                 Pg[b, :Vb], Pd[a, :Ta], Pv[b, :Vb], Pt[a, :Ta], Gvv[b, :Vb, :Vb], Gtt[a, :Ta, :Ta], nv2[b, :Vb], nt2[a, :Ta],
                 t_weight_head, v_weight_head, stats).to(S.dtype)
     return (S, stats.result()) if return_stats else S
+
+def _even_edges(n: int, c: int) -> list:
+    "Block boundaries 0 = e_0 < … < e_k = n with k = ⌈n/c⌉ blocks of nearly equal size (no block of 1 at the end)."
+    k = max(1, -(-n // c))
+    return [round(i * n / k) for i in range(k + 1)]
 
 def _block(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2, t_head, v_head, stats):
     "S for one block of a texts × b videos."
@@ -198,6 +216,108 @@ def pairwise_similarity_materialised(rec: Reconstruction, t, t_mask, t_cls, v, v
     wt, wv = (ta, vb) if rec.token_weights == "single" else (r["t"], r["v"])
     S, _ = matched_interaction(r["t"], tma, r["v"], vmb, t_weight_head(wt), v_weight_head(wv))
     return S.view(A, B)
+
+# %% ../nbs/04_reconstruct.ipynb #32385afa
+_COMPILED, _COMPILE_OK = {}, {}
+
+def _compiled(fn):
+    "`torch.compile(fn, dynamic=True)`, once per process."
+    if fn.__name__ not in _COMPILED: _COMPILED[fn.__name__] = torch.compile(fn, dynamic=True)
+    return _COMPILED[fn.__name__]
+
+def _k_softmax(x, mask):                 # masked_softmax in compiled code: 0 at masked entries and on all-masked rows
+    x = x.masked_fill(~mask, float("-inf"))
+    e = torch.exp(x - x.amax(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).min))
+    return e / e.sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+
+def _k_gram(G, p, q):                    # G (a,T,V,b), p (a,V,b), q (a,T,b) → ⟨t,c^v⟩ (a,T,b), ⟨c^t,v⟩ (a,V,b)
+    return (G * p[:, None]).sum(2), (G * q[:, :, None]).sum(1)
+
+def _k_diff_v(P, Y, w2, b2):             # γ = MLP(v − c^v): P (b,V,H) = W1 v + b1, Y (a,b,H) = W1 c^v → (a,b,V)
+    return (torch.relu(P[None] - Y[:, :, None]) * w2).sum(-1) + b2
+
+def _k_diff_t(P, Y, w2, b2):             # δ = MLP(t − c^t): P (a,T,H), Y (a,b,H) → (a,b,T)
+    return (torch.relu(P[:, None] - Y[:, :, None]) * w2).sum(-1) + b2
+
+def _k_mix_v(P, Y, b1, f, w2, b2):       # MLP_v(γ v + (1−γ) c^v): P (b,V,H) = W1 v, Y (a,b,H) = W1 c^v, f = γ (a,b,V)
+    Yb = Y[:, :, None]
+    return (torch.relu(Yb + b1 + f[..., None] * (P[None] - Yb)) * w2).sum(-1) + b2
+
+def _k_mix_t(P, Y, b1, f, w2, b2):       # MLP_t(δ t + (1−δ) c^t): P (a,T,H), f = δ (a,b,T)
+    Yb = Y[:, :, None]
+    return (torch.relu(Yb + b1 + f[..., None] * (P[:, None] - Yb)) * w2).sum(-1) + b2
+
+def _k_factors(gamma, delta, t_cv, ct_v, ct_cv, v_cv, cv2, t_ct, ct2, nv2, nt2):
+    "Per-token factors of cos(u_k, r_j) = xd_k·yg_j·G_kj + p1_k·y_j + p2_k·q2_j − p3_k·yg_j, in the (a, N, b) layout."
+    r2 = gamma ** 2 * nv2 + 2 * gamma * (1 - gamma) * v_cv + (1 - gamma) ** 2 * cv2[..., None]     # ‖r‖² (a,b,V)
+    u2 = delta ** 2 * nt2 + 2 * delta * (1 - delta) * t_ct + (1 - delta) ** 2 * ct2[..., None]     # ‖u‖² (a,b,T)
+    x, y = 1 / u2.clamp_min(0).sqrt().clamp_min(1e-12), 1 / r2.clamp_min(0).sqrt().clamp_min(1e-12)
+    xd, yg = x * delta, y * gamma
+    p1 = x * (delta * (t_cv - ct_cv[..., None]) + ct_cv[..., None])        # x·(δ⟨t − c^t, c^v⟩ + ⟨c^t, c^v⟩)
+    p2, q2 = x * (1 - delta), yg * (ct_v - ct_cv[..., None])                # x(1−δ), yγ⟨c^t, v − c^v⟩
+    p3 = xd * t_cv                                                          # xδ⟨t, c^v⟩
+    return tuple(z.transpose(1, 2).contiguous() for z in (xd, p1, p2, p3, yg, y, q2))
+
+def _k_maxsim(G, xd, p1, p2, p3, yg, y, q2, t_bias, v_bias):
+    "Both maxima of Eq. 12 over the reconstructed cosines; G (a,T,V,b), per-word (a,T,b), per-frame (a,V,b)."
+    X, Y = (lambda z: z[:, :, None]), (lambda z: z[:, None])
+    cos = X(xd) * Y(yg) * G + X(p1) * Y(y) + X(p2) * Y(q2) - X(p3) * Y(yg)
+    return (cos + v_bias).amax(2), (cos + t_bias[:, :, None, None]).amax(1)     # (a,T,b) over frames, (a,V,b) over words
+
+def _additive(mask, dtype):
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+def _block_compiled(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2, t_head, v_head, stats):
+    "`_block` with the five fused kernels above; the word-frame products are laid out (a, T, V, b)."
+    (a, T, D), (b, V, _) = t.shape, v.shape
+    k = {f.__name__: _compiled(f) for f in (_k_softmax, _k_gram, _k_diff_v, _k_diff_t, _k_mix_v, _k_mix_t, _k_factors, _k_maxsim)}
+    sm = k["_k_softmax"]
+    p = sm(rec.attn_scale * (t_cls @ v.reshape(-1, D).T).view(a, b, V), vm[None])                               # (a, b, V)
+    q = sm(rec.attn_scale * (v_mean @ t.reshape(-1, D).T).view(b, a, T).transpose(0, 1), tm[:, None])           # (a, b, T)
+    G = (t.reshape(-1, D) @ v.transpose(0, 1).reshape(-1, D).T).view(a, T, V, b)                                 # (a, T, V, b)
+    t_cv, ct_v = k["_k_gram"](G, p.transpose(1, 2).contiguous(), q.transpose(1, 2).contiguous())
+    t_cv, ct_v = t_cv.transpose(1, 2), ct_v.transpose(1, 2)                                                      # (a,b,T), (a,b,V)
+    ct_cv = (q * t_cv).sum(-1)
+    v_cv = (p.transpose(0, 1) @ Gvv).transpose(0, 1); cv2 = (p * v_cv).sum(-1)
+    t_ct = q @ Gtt; ct2 = (q * t_ct).sum(-1)
+    Yg = (p.transpose(0, 1) @ (Pg - rec.gamma_mlp.fc1.bias)).transpose(0, 1)                                     # (a, b, Hr)
+    Yd = q @ (Pd - rec.delta_mlp.fc1.bias)
+    gamma = k["_k_diff_v"](Pg, Yg, rec.gamma_mlp.fc2.weight[0], rec.gamma_mlp.fc2.bias) * vm[None]              # (a, b, V)
+    delta = k["_k_diff_t"](Pd, Yd, rec.delta_mlp.fc2.weight[0], rec.delta_mlp.fc2.bias) * tm[:, None]           # (a, b, T)
+    if stats is not None: stats.add(gamma, vm[None].expand_as(gamma), delta, tm[:, None].expand_as(delta))
+    if rec.token_weights == "single":
+        v_w = masked_softmax(v_head(v), vm).expand(a, b, V)
+        t_w = masked_softmax(t_head(t), tm)[:, None].expand(a, b, T)
+    else:
+        Yv, Yt = (p.transpose(0, 1) @ Pv).transpose(0, 1), q @ Pt
+        v_w = sm(k["_k_mix_v"](Pv, Yv, v_head.fc1.bias, gamma, v_head.fc2.weight[0], v_head.fc2.bias), vm[None])
+        t_w = sm(k["_k_mix_t"](Pt, Yt, t_head.fc1.bias, delta, t_head.fc2.weight[0], t_head.fc2.bias), tm[:, None])
+    fx = k["_k_factors"](gamma, delta, t_cv, ct_v, ct_cv, v_cv, cv2, t_ct, ct2, nv2[None], nt2[:, None])
+    t2v, v2t = k["_k_maxsim"](G, *fx, _additive(tm, G.dtype), _additive(vm, G.dtype).T.contiguous())
+    t2v = t2v.transpose(1, 2).masked_fill(~vm.any(-1)[None, :, None], 0.)                                       # (a, b, T)
+    v2t = v2t.transpose(1, 2).masked_fill(~tm.any(-1)[:, None, None], 0.)                                       # (a, b, V)
+    return 0.5 * ((t_w * t2v).sum(-1) + (v_w * v2t).sum(-1))
+
+def compiled_kernels_available(device="cpu", dtype=torch.float32) -> bool:
+    "Whether `kernels='compiled'` works here (compiles and checks the kernels once per device type and dtype; warns if not)."
+    key = (torch.device(device).type, dtype)
+    if key not in _COMPILE_OK:
+        try:
+            g = torch.Generator().manual_seed(0)
+            D, H = 4, 3
+            rec, th, vh = Reconstruction(D, H), WeightHead(D, H), WeightHead(D, H)
+            rec, th, vh = (m.to(device=device, dtype=dtype) for m in (rec, th, vh))
+            t, v, tc = (torch.randn(*s, generator=g).to(device=device, dtype=dtype) for s in ((3, 4, D), (2, 3, D), (3, D)))
+            tm, vm = torch.ones(3, 4, dtype=torch.bool, device=device), torch.ones(2, 3, dtype=torch.bool, device=device)
+            with torch.no_grad():
+                got = pairwise_similarity(rec, t, tm, tc, v, vm, th, vh, kernels="compiled", _probe=True)
+                want = pairwise_similarity(rec, t, tm, tc, v, vm, th, vh)
+            _COMPILE_OK[key] = bool(torch.allclose(got.float(), want.float(), atol=1e-3))
+            if not _COMPILE_OK[key]: warnings.warn(f"compiled kernels disagree with the eager ones on {key}; using eager")
+        except Exception as e:   # no C++ compiler / Triton, unsupported dtype, …
+            warnings.warn(f"kernels='compiled' is unavailable on {key} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); using the eager kernels")
+            _COMPILE_OK[key] = False
+    return _COMPILE_OK[key]
 
 # %% ../nbs/04_reconstruct.ipynb #5e07f6c7
 def _bench_once(method: str, A: int, B: int, T: int, V: int, D: int, hidden: int, weight_hidden: int,

@@ -116,15 +116,28 @@ def token_interaction(t: torch.Tensor,         # (A, T, D) text token features (
     c = chunk or auto_chunk(T, V, device=t.device)
     S = t.new_empty(A, B, dtype=torch.promote_types(t.dtype, torch.float32))
     sims = t.new_zeros(A, B, T, V, dtype=torch.promote_types(t.dtype, torch.float32)) if return_tokens else None
+    low = torch.finfo(tn.dtype).min                            # additive masks: x + low == low for any cosine x
+    t_bias = torch.zeros(t_mask.shape, dtype=tn.dtype, device=t.device).masked_fill(~t_mask, low)   # (A, T)
+    v_bias = torch.zeros(v_mask.shape, dtype=vn.dtype, device=v.device).masked_fill(~v_mask, low).T  # (V, B)
     for a0 in range(0, A, c):
         a1 = min(A, a0 + c); Ta = max(1, int(span_t[a0]))
         for b0 in range(0, B, c):
             b1 = min(B, b0 + c); Vb = max(1, int(span_v[b0]))
-            s = (tn[a0:a1, :Ta].reshape(-1, D) @ vn[b0:b1, :Vb].reshape(-1, D).T).view(a1 - a0, Ta, b1 - b0, Vb).transpose(1, 2)  # (a, b, Ta, Vb)
-            tm, vm = t_mask[a0:a1, None, :Ta], v_mask[None, b0:b1, :Vb]
-            S[ia[a0:a1, None], ib[None, b0:b1]] = wti_from_sim(s, tm, vm, tw[a0:a1, None, :Ta], vw[None, b0:b1, :Vb], compat).to(S.dtype)
+            s = (tn[a0:a1, :Ta].reshape(-1, D) @ vn[b0:b1, :Vb].reshape(-1, D).T).view(a1 - a0, Ta, b1 - b0, Vb)
+            s = s.transpose(2, 3).contiguous()                          # (a, Ta, Vb, b)
+            tm, vm = t_mask[a0:a1, :Ta], v_mask[b0:b1, :Vb]
+            if compat == "paper":
+                t2v = (s + v_bias[:Vb, b0:b1]).amax(2)                  # (a, Ta, b) best real frame for each word
+                v2t = (s + t_bias[a0:a1, :Ta, None, None]).amax(1)      # (a, Vb, b) best real word for each frame
+                t2v = t2v.masked_fill(~vm.any(-1), 0.)                  # max over no frame := 0
+                v2t = v2t.masked_fill(~tm.any(-1)[:, None, None], 0.)
+            else:                                                       # zero-filled padding takes part in the max
+                z = s * (tm[:, :, None, None] & vm.T[None, None])
+                t2v, v2t = z.amax(2), z.amax(1)
+            t2v, v2t = t2v.transpose(1, 2).contiguous(), v2t.transpose(1, 2).contiguous()  # (a, b, Ta), (a, b, Vb)
+            S[ia[a0:a1, None], ib[None, b0:b1]] = (0.5 * ((tw[a0:a1, None, :Ta] * t2v).sum(-1) + (vw[None, b0:b1, :Vb] * v2t).sum(-1))).to(S.dtype)
             if return_tokens:
-                sims[ia[a0:a1, None], ib[None, b0:b1], :Ta, :Vb] = (s * (tm[..., :, None] & vm[..., None, :])).to(sims.dtype)
+                sims[ia[a0:a1, None], ib[None, b0:b1], :Ta, :Vb] = (s * (tm[:, :, None, None] & vm.T[None, None])).permute(0, 3, 1, 2).to(sims.dtype)
     return (S, sims) if return_tokens else S
 
 # %% ../nbs/01_similarity.ipynb #aa253a96

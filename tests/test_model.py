@@ -57,3 +57,20 @@ def test_task_heads_forward_backward(preset):
     else:
         caps = model.generate_captions(b, beam_size=2)
         assert len(caps) == 4 and all(isinstance(c, list) for c in caps)
+
+
+def test_compiled_inference_kernels_match_eager():
+    "eval.kernels=compiled scores a gallery like the eager path (to float rounding), at every level, with padding."
+    from hbi_repro.bench import _random_features
+    torch.manual_seed(0)
+    eager = HBIModel(get_config("smoke", "T1/HBI-V2")).eval()
+    compiled = HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["eval.kernels=compiled"])).eval()
+    compiled.load_state_dict(eager.state_dict())
+    text, video = _random_features(eager, 37, 29, 12, 32, "cpu", seed=3)
+    video["v_mask"][::3, 7:] = False                          # shorter videos too
+    with torch.no_grad():
+        for levels in (("entity",), ("action",), ("event",), None):
+            torch.testing.assert_close(compiled.similarity(text, video, levels=levels), eager.similarity(text, video, levels=levels),
+                                       atol=2e-5, rtol=0)
+    with pytest.raises(ValueError, match="eval.kernels"):
+        HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["eval.kernels=fast"]))
