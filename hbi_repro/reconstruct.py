@@ -271,7 +271,7 @@ def _block_compiled(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, 
     "`_block` with the five fused kernels above; the word-frame products are laid out (a, T, V, b)."
     (a, T, D), (b, V, _) = t.shape, v.shape
     k = {f.__name__: _compiled(f) for f in (_k_softmax, _k_gram, _k_diff_v, _k_diff_t, _k_mix_v, _k_mix_t, _k_factors, _k_maxsim)}
-    sm = lambda x, mask: k["_k_softmax"](x.float(), mask)      # softmax in fp32 (one compiled variant under autocast too)
+    sm = lambda x, mask: k["_k_softmax"](x.float(), mask.expand_as(x))   # fp32, full-shape mask: one compiled variant
     p = sm(rec.attn_scale * (t_cls @ v.reshape(-1, D).T).view(a, b, V), vm[None])                               # (a, b, V)
     q = sm(rec.attn_scale * (v_mean @ t.reshape(-1, D).T).view(b, a, T).transpose(0, 1), tm[:, None])           # (a, b, T)
     G = (t.reshape(-1, D) @ v.transpose(0, 1).reshape(-1, D).T).view(a, T, V, b)                                 # (a, T, V, b)
