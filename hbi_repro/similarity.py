@@ -116,9 +116,7 @@ def token_interaction(t: torch.Tensor,         # (A, T, D) text token features (
     c = chunk or auto_chunk(T, V, device=t.device)
     S = t.new_empty(A, B, dtype=torch.promote_types(t.dtype, torch.float32))
     sims = t.new_zeros(A, B, T, V, dtype=torch.promote_types(t.dtype, torch.float32)) if return_tokens else None
-    low = torch.finfo(tn.dtype).min                            # additive masks: x + low == low for any cosine x
-    t_bias = torch.zeros(t_mask.shape, dtype=tn.dtype, device=t.device).masked_fill(~t_mask, low)   # (A, T)
-    v_bias = torch.zeros(v_mask.shape, dtype=vn.dtype, device=v.device).masked_fill(~v_mask, low).T  # (V, B)
+    low = torch.finfo(tn.dtype).min
     for a0 in range(0, A, c):
         a1 = min(A, a0 + c); Ta = max(1, int(span_t[a0]))
         for b0 in range(0, B, c):
@@ -127,8 +125,8 @@ def token_interaction(t: torch.Tensor,         # (A, T, D) text token features (
             s = s.transpose(2, 3).contiguous()                          # (a, Ta, Vb, b)
             tm, vm = t_mask[a0:a1, :Ta], v_mask[b0:b1, :Vb]
             if compat == "paper":
-                t2v = (s + v_bias[:Vb, b0:b1]).amax(2)                  # (a, Ta, b) best real frame for each word
-                v2t = (s + t_bias[a0:a1, :Ta, None, None]).amax(1)      # (a, Vb, b) best real word for each frame
+                t2v = s.masked_fill(~vm.T, low).amax(2)                 # (a, Ta, b) best real frame for each word
+                v2t = s.masked_fill(~tm[:, :, None, None], low).amax(1) # (a, Vb, b) best real word for each frame
                 t2v = t2v.masked_fill(~vm.any(-1), 0.)                  # max over no frame := 0
                 v2t = v2t.masked_fill(~tm.any(-1)[:, None, None], 0.)
             else:                                                       # zero-filled padding takes part in the max

@@ -60,17 +60,38 @@ def test_task_heads_forward_backward(preset):
 
 
 def test_compiled_inference_kernels_match_eager():
-    "eval.kernels=compiled scores a gallery like the eager path (to float rounding), at every level, with padding."
+    "eval.kernels=compiled scores a gallery like the eager path (to float rounding), at every level, with padding,"
+    "fully padded texts and videos, in float64 and under bf16 autocast; its availability probe leaves the RNG alone."
+    import shutil
+    import hbi_repro.reconstruct as R
     from hbi_repro.bench import _random_features
+    R._COMPILE_OK.pop(("cpu", torch.float32), None)
+    state = torch.random.get_rng_state()
+    with torch.autocast("cpu", dtype=torch.bfloat16):               # the probe runs outside the caller's autocast
+        ok = R.compiled_kernels_available("cpu", torch.float32)
+    assert torch.equal(state, torch.random.get_rng_state())
+    if not ok:
+        assert not (shutil.which("cc") or shutil.which("gcc")), "a C compiler is here, yet the compiled kernels are unavailable"
+        pytest.skip("no C compiler: torch.compile cannot build CPU kernels here (the eager fallback is what runs)")
     torch.manual_seed(0)
     eager = HBIModel(get_config("smoke", "T1/HBI-V2")).eval()
     compiled = HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["eval.kernels=compiled"])).eval()
     compiled.load_state_dict(eager.state_dict())
     text, video = _random_features(eager, 37, 29, 12, 32, "cpu", seed=3)
     video["v_mask"][::3, 7:] = False                          # shorter videos too
+    text["t_mask"][4] = False; video["v_mask"][6] = False     # a text and a video with no real token
     with torch.no_grad():
         for levels in (("entity",), ("action",), ("event",), None):
-            torch.testing.assert_close(compiled.similarity(text, video, levels=levels), eager.similarity(text, video, levels=levels),
-                                       atol=2e-5, rtol=0)
+            want = eager.similarity(text, video, levels=levels)
+            torch.testing.assert_close(compiled.similarity(text, video, levels=levels), want, atol=2e-5, rtol=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, want = compiled.similarity(text, video), eager.similarity(text, video)
+        assert R._COMPILE_OK[("cpu", torch.float32)]
+        torch.testing.assert_close(got.float(), want.float(), atol=0.1, rtol=0)  # bf16 products: rounding at 1e-2
+        e64, c64 = eager.double(), compiled.double()
+        t64 = {k: x.double() if x.is_floating_point() else x for k, x in text.items()}
+        v64 = {k: x.double() if x.is_floating_point() else x for k, x in video.items()}
+        torch.testing.assert_close(c64.similarity(t64, v64), e64.similarity(t64, v64), atol=1e-10, rtol=0)
+        assert R._COMPILE_OK[("cpu", torch.float64)]                 # float64 really ran compiled
     with pytest.raises(ValueError, match="eval.kernels"):
         HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["eval.kernels=fast"]))

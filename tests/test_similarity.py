@@ -84,34 +84,40 @@ def test_gallery_memory_bounded():
     assert grew_mb < 600, grew_mb
 
 
-def _plain_token_interaction(t, tm, v, vm, tw, vw):
-    "Eq. 12 the plain way (the kit's code before the layout change): span-sorted, trimmed single block, cosines in the"
+def _plain_token_interaction(t, tm, v, vm, tw, vw, chunk):
+    "Eq. 12 the plain way (the kit's code before the layout change): span-sorted, trimmed blocks, cosines in the"
     "product's own (a, T, b, V) layout reduced by `wti_from_sim`."
     from hbi_repro.similarity import wti_from_sim, masked_softmax, span_order
     A, T, D = t.shape; B, V, _ = v.shape
     tw, vw = masked_softmax(tw, tm), masked_softmax(vw, vm)
     (ia, st), (ib, sv) = span_order(tm), span_order(vm)
-    Ta, Vb = int(st[0]), int(sv[0])
-    tn, vn = F.normalize(t, dim=-1)[ia, :Ta], F.normalize(v, dim=-1)[ib, :Vb]
-    s = (tn.reshape(-1, D) @ vn.reshape(-1, D).T).view(A, Ta, B, Vb).transpose(1, 2)
+    tn, tm, tw, vn, vm, vw = F.normalize(t, dim=-1)[ia], tm[ia], tw[ia], F.normalize(v, dim=-1)[ib], vm[ib], vw[ib]
     S = torch.empty(A, B)
-    S[ia[:, None], ib[None]] = wti_from_sim(s, tm[ia, None, :Ta], vm[None, ib, :Vb], tw[ia, None, :Ta], vw[None, ib, :Vb])
+    for a0 in range(0, A, chunk):
+        a1, Ta = min(A, a0 + chunk), max(1, int(st[a0]))
+        for b0 in range(0, B, chunk):
+            b1, Vb = min(B, b0 + chunk), max(1, int(sv[b0]))
+            s = (tn[a0:a1, :Ta].reshape(-1, D) @ vn[b0:b1, :Vb].reshape(-1, D).T).view(a1 - a0, Ta, b1 - b0, Vb).transpose(1, 2)
+            S[ia[a0:a1, None], ib[None, b0:b1]] = wti_from_sim(s, tm[a0:a1, None, :Ta], vm[None, b0:b1, :Vb],
+                                                                tw[a0:a1, None, :Ta], vw[None, b0:b1, :Vb])
     return S
 
 
 def test_token_interaction_bit_identical_to_plain_layout():
-    "The (a, T, V, b) reduction layout changes no bit of S or of any gradient (training batches, float32, span-trimmed)."
-    for B, T, V, seed in ((32, 32, 12, 0), (32, 16, 6, 1), (32, 4, 2, 2), (20, 9, 5, 3)):
+    "The (a, T, V, b) reduction layout changes no bit of S or of any gradient (training batches, float32, several"
+    "block sizes, fully padded texts and videos)."
+    for B, T, V, seed, chunk in ((32, 32, 12, 0, 36), (32, 16, 6, 1, 36), (32, 4, 2, 2, 36), (20, 9, 5, 3, 7), (32, 32, 12, 4, 5)):
         g = torch.Generator().manual_seed(seed)
         t, v = torch.randn(B, T, 128, generator=g), torch.randn(B, V, 128, generator=g)
         tm = torch.arange(T) < torch.randint(1, T + 1, (B,), generator=g)[:, None]
         vm = torch.arange(V) < torch.randint(1, V + 1, (B,), generator=g)[:, None]
+        tm[3] = False; vm[5] = False                                  # a text and a video with no real token
         tw, vw = torch.randn(B, T, generator=g), torch.randn(B, V, generator=g)
         outs = []
-        for fn in (token_interaction, _plain_token_interaction):
+        for fn in (lambda *x: token_interaction(*x, chunk=chunk), lambda *x: _plain_token_interaction(*x, chunk=chunk)):
             xs = [x.clone().requires_grad_() for x in (t, v, tw, vw)]
             S = fn(xs[0], tm, xs[1], vm, xs[2], xs[3])
             (S * torch.linspace(-1, 1, S.numel()).view_as(S)).sum().backward()
             outs.append([S.detach()] + [x.grad for x in xs])
         for got, want in zip(*outs):
-            assert torch.equal(got, want), (B, T, V, (got - want).abs().max().item())
+            assert torch.equal(got, want), (B, T, V, chunk, (got - want).abs().max().item())
