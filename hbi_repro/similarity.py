@@ -116,7 +116,6 @@ def token_interaction(t: torch.Tensor,         # (A, T, D) text token features (
     c = chunk or auto_chunk(T, V, device=t.device)
     S = t.new_empty(A, B, dtype=torch.promote_types(t.dtype, torch.float32))
     sims = t.new_zeros(A, B, T, V, dtype=torch.promote_types(t.dtype, torch.float32)) if return_tokens else None
-    low = torch.finfo(tn.dtype).min
     for a0 in range(0, A, c):
         a1 = min(A, a0 + c); Ta = max(1, int(span_t[a0]))
         for b0 in range(0, B, c):
@@ -124,6 +123,7 @@ def token_interaction(t: torch.Tensor,         # (A, T, D) text token features (
             s = (tn[a0:a1, :Ta].reshape(-1, D) @ vn[b0:b1, :Vb].reshape(-1, D).T).view(a1 - a0, Ta, b1 - b0, Vb)
             s = s.transpose(2, 3).contiguous()                          # (a, Ta, Vb, b)
             tm, vm = t_mask[a0:a1, :Ta], v_mask[b0:b1, :Vb]
+            low = torch.finfo(s.dtype).min                              # s is bf16/fp16 under autocast
             if compat == "paper":
                 t2v = s.masked_fill(~vm.T, low).amax(2)                 # (a, Ta, b) best real frame for each word
                 v2t = s.masked_fill(~tm[:, :, None, None], low).amax(1) # (a, Vb, b) best real word for each frame
