@@ -121,3 +121,12 @@ def test_token_interaction_bit_identical_to_plain_layout():
             outs.append([S.detach()] + [x.grad for x in xs])
         for got, want in zip(*outs):
             assert torch.equal(got, want), (B, T, V, chunk, (got - want).abs().max().item())
+
+
+def test_token_interaction_under_bf16_autocast():
+    "Under autocast the cosines are bf16: padding is filled with bf16's own minimum (an fp32 one overflows), and S stays close to fp32."
+    g, t, tm, v, vm = _tokens(9, 8, 7, 5, 16, 4)
+    tw, vw = torch.randn(9, 7, generator=g), torch.randn(8, 5, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        S = token_interaction(t, tm, v, vm, tw, vw, chunk=3)
+    torch.testing.assert_close(S.float(), token_interaction(t, tm, v, vm, tw, vw), atol=3e-2, rtol=0)
