@@ -241,29 +241,25 @@ def _k_softmax(x, mask, dim: int):       # masked_softmax in compiled code: 0 at
 def _k_gram(G, p, q):                    # G (a,T,V,b), p (a,V,b), q (a,T,b) → ⟨t,c^v⟩ (a,T,b), ⟨c^t,v⟩ (a,V,b)
     return (G * p[:, None]).sum(2), (G * q[:, :, None]).sum(1)
 
-# In the four MLP kernels the pair's pooled first-layer row (Y = W1 c, a p- or q-weighted sum of per-token rows)
-# is formed inside the kernel too (Inductor may still stage it in a (pairs, hidden) buffer).
-def _k_diff_v(P, P0, p, w2, b2):         # γ = MLP(v − c^v): P (b,V,H) = W1 v + b1, P0 = W1 v, p (a,b,V) → (a,b,V)
-    Y = (p[..., None] * P0[None]).sum(2)                                     # W1 c^v (a, b, H)
+# The pair's pooled first-layer rows (Y = W1 c: (pairs, hidden)) and the Gram terms come from batched matrix
+# products outside the kernels. Forming them inside (a p-weighted sum per pair) was 2 % faster on the 2-core CPU
+# and 2.7× slower on an H200 (`results/bench/gpu_kernels_check_rows-in-kernel.json`), so they stay outside.
+def _k_diff_v(P, Y, w2, b2):             # γ = MLP(v − c^v): P (b,V,H) = W1 v + b1, Y (a,b,H) = W1 c^v → (a,b,V)
     return (torch.relu(P[None] - Y[:, :, None]) * w2).sum(-1) + b2
 
-def _k_diff_t(P, P0, q, w2, b2):         # δ = MLP(t − c^t): P (a,T,H) = W1 t + b1, P0 = W1 t, q (a,b,T) → (a,b,T)
-    Y = (q[..., None] * P0[:, None]).sum(2)                                  # W1 c^t (a, b, H)
+def _k_diff_t(P, Y, w2, b2):             # δ = MLP(t − c^t): P (a,T,H), Y (a,b,H) → (a,b,T)
     return (torch.relu(P[:, None] - Y[:, :, None]) * w2).sum(-1) + b2
 
-def _k_mix_v(P, p, b1, f, w2, b2):       # MLP_v(γ v + (1−γ) c^v): P (b,V,H) = W1 v, f = γ (a,b,V)
-    Yb = (p[..., None] * P[None]).sum(2)[:, :, None]                         # W1 c^v (a, b, 1, H)
+def _k_mix_v(P, Y, b1, f, w2, b2):       # MLP_v(γ v + (1−γ) c^v): P (b,V,H) = W1 v, Y (a,b,H) = W1 c^v, f = γ (a,b,V)
+    Yb = Y[:, :, None]
     return (torch.relu(Yb + b1 + f[..., None] * (P[None] - Yb)) * w2).sum(-1) + b2
 
-def _k_mix_t(P, q, b1, f, w2, b2):       # MLP_t(δ t + (1−δ) c^t): P (a,T,H) = W1 t, f = δ (a,b,T)
-    Yb = (q[..., None] * P[:, None]).sum(2)[:, :, None]
+def _k_mix_t(P, Y, b1, f, w2, b2):       # MLP_t(δ t + (1−δ) c^t): P (a,T,H), f = δ (a,b,T)
+    Yb = Y[:, :, None]
     return (torch.relu(Yb + b1 + f[..., None] * (P[:, None] - Yb)) * w2).sum(-1) + b2
 
-def _k_factors(gamma, delta, p, q, t_cv, ct_v, Gvv, Gtt, nv2, nt2):
+def _k_factors(gamma, delta, t_cv, ct_v, ct_cv, v_cv, cv2, t_ct, ct2, nv2, nt2):
     "Per-token factors of cos(u_k, r_j) = xd_k·yg_j·G_kj + p1_k·y_j + p2_k·q2_j − p3_k·yg_j, in the (a, N, b) layout."
-    ct_cv = (q * t_cv).sum(-1)                                                # ⟨c^t, c^v⟩ (a, b)
-    v_cv = (p[:, :, None, :] * Gvv[None]).sum(-1); cv2 = (p * v_cv).sum(-1)   # ⟨v, c^v⟩ (a,b,V), ‖c^v‖² (a,b)
-    t_ct = (q[:, :, None, :] * Gtt[:, None]).sum(-1); ct2 = (q * t_ct).sum(-1)  # ⟨t, c^t⟩ (a,b,T), ‖c^t‖²
     r2 = gamma ** 2 * nv2 + 2 * gamma * (1 - gamma) * v_cv + (1 - gamma) ** 2 * cv2[..., None]     # ‖r‖² (a,b,V)
     u2 = delta ** 2 * nt2 + 2 * delta * (1 - delta) * t_ct + (1 - delta) ** 2 * ct2[..., None]     # ‖u‖² (a,b,T)
     x, y = 1 / u2.clamp_min(0).sqrt().clamp_min(1e-12), 1 / r2.clamp_min(0).sqrt().clamp_min(1e-12)
@@ -282,30 +278,34 @@ def _k_maxsim(G, xd, p1, p2, p3, yg, y, q2, t_mask, v_mask):
             torch.where(t_mask[:, :, None, None], cos, low).amax(1))            # (a,V,b) best real word per frame
 
 def _block_compiled(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2, t_head, v_head, stats):
-    "`_block` with the fused kernels above; products and pooling weights are laid out with the block's videos innermost."
+    "`_block` with the fused kernels above; the word-frame products are laid out (a, T, V, b)."
     (a, T, D), (b, V, _) = t.shape, v.shape
     k = {f.__name__: _compiled(f) for f in (_k_softmax, _k_gram, _k_diff_v, _k_diff_t, _k_mix_v, _k_mix_t, _k_factors, _k_maxsim)}
     t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2 = (    # contiguous blocks: no stride-dependent recompiles
         x.contiguous() for x in (t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2))
     ft = torch.promote_types(t.dtype, torch.float32)                        # softmaxes in fp32 (fp64 stays fp64)
     sm = lambda x, mask, dim: k["_k_softmax"](x.to(ft), mask.expand_as(x), dim)    # full-shape mask: few compiled variants
-    v_fm = v.transpose(0, 1).reshape(-1, D)                                                                      # (V·b, D) frame-major
-    pT = sm(rec.attn_scale * (t_cls @ v_fm.T).view(a, V, b), vm.T[None], 1)                                      # (a, V, b) Eq. 2
-    qT = sm(rec.attn_scale * (t.reshape(-1, D) @ v_mean.T).view(a, T, b), tm[:, :, None], 1)                     # (a, T, b) Eq. 4
-    p, q = pT.transpose(1, 2), qT.transpose(1, 2)                                                                # (a,b,V), (a,b,T) views
-    G = (t.reshape(-1, D) @ v_fm.T).view(a, T, V, b)                                                             # (a, T, V, b)
-    t_cv, ct_v = k["_k_gram"](G, pT, qT)
+    p = sm(rec.attn_scale * (t_cls @ v.reshape(-1, D).T).view(a, b, V), vm[None], -1)                           # (a, b, V) Eq. 2
+    q = sm(rec.attn_scale * (v_mean @ t.reshape(-1, D).T).view(b, a, T).transpose(0, 1), tm[:, None], -1)       # (a, b, T) Eq. 4
+    G = (t.reshape(-1, D) @ v.transpose(0, 1).reshape(-1, D).T).view(a, T, V, b)                                 # (a, T, V, b)
+    t_cv, ct_v = k["_k_gram"](G, p.transpose(1, 2).contiguous(), q.transpose(1, 2).contiguous())
     t_cv, ct_v = t_cv.transpose(1, 2), ct_v.transpose(1, 2)                                                      # (a,b,T), (a,b,V)
-    gamma = k["_k_diff_v"](Pg, Pg - rec.gamma_mlp.fc1.bias, p, rec.gamma_mlp.fc2.weight[0], rec.gamma_mlp.fc2.bias) * vm[None]  # (a,b,V)
-    delta = k["_k_diff_t"](Pd, Pd - rec.delta_mlp.fc1.bias, q, rec.delta_mlp.fc2.weight[0], rec.delta_mlp.fc2.bias) * tm[:, None]  # (a,b,T)
+    ct_cv = (q * t_cv).sum(-1)
+    v_cv = (p.transpose(0, 1) @ Gvv).transpose(0, 1); cv2 = (p * v_cv).sum(-1)
+    t_ct = q @ Gtt; ct2 = (q * t_ct).sum(-1)
+    Yg = (p.transpose(0, 1) @ (Pg - rec.gamma_mlp.fc1.bias)).transpose(0, 1)                                     # (a, b, Hr)
+    Yd = q @ (Pd - rec.delta_mlp.fc1.bias)
+    gamma = k["_k_diff_v"](Pg, Yg, rec.gamma_mlp.fc2.weight[0], rec.gamma_mlp.fc2.bias) * vm[None]              # (a, b, V)
+    delta = k["_k_diff_t"](Pd, Yd, rec.delta_mlp.fc2.weight[0], rec.delta_mlp.fc2.bias) * tm[:, None]           # (a, b, T)
     if stats is not None: stats.add(gamma, vm[None].expand_as(gamma), delta, tm[:, None].expand_as(delta))
     if rec.token_weights == "single":
         v_w = masked_softmax(v_head(v), vm).expand(a, b, V)
         t_w = masked_softmax(t_head(t), tm)[:, None].expand(a, b, T)
     else:
-        v_w = sm(k["_k_mix_v"](Pv, p, v_head.fc1.bias, gamma, v_head.fc2.weight[0], v_head.fc2.bias), vm[None], -1)
-        t_w = sm(k["_k_mix_t"](Pt, q, t_head.fc1.bias, delta, t_head.fc2.weight[0], t_head.fc2.bias), tm[:, None], -1)
-    fx = k["_k_factors"](gamma, delta, p, q, t_cv, ct_v, Gvv, Gtt, nv2[None], nt2[:, None])
+        Yv, Yt = (p.transpose(0, 1) @ Pv).transpose(0, 1), q @ Pt
+        v_w = sm(k["_k_mix_v"](Pv, Yv, v_head.fc1.bias, gamma, v_head.fc2.weight[0], v_head.fc2.bias), vm[None], -1)
+        t_w = sm(k["_k_mix_t"](Pt, Yt, t_head.fc1.bias, delta, t_head.fc2.weight[0], t_head.fc2.bias), tm[:, None], -1)
+    fx = k["_k_factors"](gamma, delta, t_cv, ct_v, ct_cv, v_cv, cv2, t_ct, ct2, nv2[None], nt2[:, None])
     t2v, v2t = k["_k_maxsim"](G, *fx, tm, vm.T.contiguous())
     t2v = t2v.transpose(1, 2).masked_fill(~vm.any(-1)[None, :, None], 0.)                                       # (a, b, T)
     v2t = v2t.transpose(1, 2).masked_fill(~tm.any(-1)[:, None, None], 0.)                                       # (a, b, V)
@@ -316,14 +316,17 @@ def compiled_kernels_available(device="cpu", dtype=torch.float32) -> bool:
     key = (torch.device(device).type, dtype)
     if key not in _COMPILE_OK:
         try:
-            # outside any autocast, without touching the global random state; sizes all distinct and ≥ 2 so that the
-            # compiled graphs stay general (no size-1 or equal-size specialisations)
-            with torch.random.fork_rng(devices=[]), torch.autocast(torch.device(device).type, enabled=False), torch.no_grad():
+            # half-precision inputs arise under autocast (fp32 modules): probe them that way, everything else outside any
+            # autocast; never touch the global random state; sizes all distinct and ≥ 2 so that the compiled graphs
+            # stay general (no size-1 or equal-size specialisations)
+            dev, lowp = torch.device(device).type, dtype in (torch.float16, torch.bfloat16)
+            amp = torch.autocast(dev, dtype=dtype) if lowp else torch.autocast(dev, enabled=False)
+            with torch.random.fork_rng(devices=[]), amp, torch.no_grad():
                 torch.manual_seed(0)
                 g = torch.Generator().manual_seed(0)
                 A, T, B, V, D, H = 5, 7, 6, 4, 8, 9
                 rec, th, vh = Reconstruction(D, H), WeightHead(D, H + 2), WeightHead(D, H + 2)
-                rec, th, vh = (m.to(device=device, dtype=dtype) for m in (rec, th, vh))
+                rec, th, vh = (m.to(device=device, dtype=torch.float32 if lowp else dtype) for m in (rec, th, vh))
                 t, v, tc = (torch.randn(*s, generator=g).to(device=device, dtype=dtype) for s in ((A, T, D), (B, V, D), (A, D)))
                 tm = (torch.arange(T) < torch.tensor([7, 5, 3, 6, 2])[:, None]).to(device)
                 vm = (torch.arange(V) < torch.tensor([4, 3, 2, 4, 3, 2])[:, None]).to(device)
