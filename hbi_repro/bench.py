@@ -114,7 +114,7 @@ def time_inference(models: dict, n_text: int, n_video: int, frames: int, words: 
             _sync(device); t2 = time.perf_counter()
             assert S.shape == (n_text, n_video)
             if r > 0: times[name]["encode"].append(t1 - t0); times[name]["similarity"].append(t2 - t1)
-            else: first[name] = t2 - t1                # the warm-up pass: includes compiling, where kernels are compiled
+            else: first[name] = t2 - t1                # the warm-up pass: includes compiling if this process has not compiled the kernels yet
             if torch.device(device).type == "cuda": peak[name] = torch.cuda.max_memory_allocated() / 2**30
             m.train()
     out = {}
