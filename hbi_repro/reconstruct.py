@@ -113,7 +113,6 @@ def pairwise_similarity(rec: Reconstruction,
                         chunk: int | None = None,   # texts and videos per block; None: picked by kernels and device
                         return_stats: bool = False, # also return γ/δ mean, std, min, max over all pairs' real tokens
                         kernels: str = "eager",     # "compiled": fused torch.compile kernels, used when no gradient is recorded
-                        _probe: bool = False,       # internal: skip the availability check (it calls this function)
                        ):                           # S (A, B), or (S, stats)
     "Eq. 12 on reconstructed tokens (Eqs. 2-5) for every text × video, by expansion into per-token and per-pair terms."
     _check(t, t_mask, t_cls, v, v_mask)
@@ -121,12 +120,16 @@ def pairwise_similarity(rec: Reconstruction,
     if not rec.enabled:
         S = token_interaction(t, t_mask, v, v_mask, t_weight_head(t), v_weight_head(v), chunk=chunk)
         return (S, {}) if return_stats else S
+    compiled = kernels == "compiled" and not torch.is_grad_enabled() and compiled_kernels_available(t.device, t.dtype)
+    return _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats, compiled)
+
+def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats, compiled: bool):
+    "`pairwise_similarity` once the kernels are chosen: per-token terms once, then blocks of texts × videos."
     (A, T, D), (B, V, _) = t.shape, v.shape
     t_mask, v_mask = t_mask.bool(), v_mask.bool()
     (ia, span_t), (ib, span_v) = span_order(t_mask), span_order(v_mask)   # visit by span; blocks drop trailing padding
     t, t_mask, t_cls, v, v_mask = t[ia], t_mask[ia], t_cls[ia], v[ib], v_mask[ib]
     t, v = t * t_mask[..., None], v * v_mask[..., None]        # padded features never enter (they get 0 weight anyway)
-    compiled = kernels == "compiled" and not torch.is_grad_enabled() and (_probe or compiled_kernels_available(t.device, t.dtype))
     if compiled:   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 word-frame products, split evenly
         c = chunk or max(2, int(math.sqrt((1 << 21) * (64 if t.device.type == "cuda" else 1) / (T * V))))
         a_edges, b_edges = _even_edges(A, c), _even_edges(B, c)
@@ -135,13 +138,6 @@ def pairwise_similarity(rec: Reconstruction,
         c = chunk or max(1, int(math.sqrt((1 << 22) * (64 if t.device.type == "cuda" else 1) / ((T + V) * H))))
         a_edges, b_edges = [*range(0, A, c), A], [*range(0, B, c), B]
     block = _block_compiled if compiled else _block
-    with (torch._dynamo.config.patch(recompile_limit=64) if compiled else contextlib.nullcontext()):  # shape variants of the kernels
-        return _pairwise_loop(block, rec, t, t_mask, t_cls, v, v_mask, ia, ib, span_t, span_v, a_edges, b_edges,
-                              t_weight_head, v_weight_head, return_stats)
-
-def _pairwise_loop(block, rec, t, t_mask, t_cls, v, v_mask, ia, ib, span_t, span_v, a_edges, b_edges,
-                   t_weight_head, v_weight_head, return_stats):
-    (A, T, D), (B, V, _) = t.shape, v.shape
     # per-token terms (first layers, Gram matrices), once
     Pg = v @ rec.gamma_mlp.fc1.weight.T + rec.gamma_mlp.fc1.bias   # (B, V, Hr)  W1 v + b1 of the γ MLP
     Pd = t @ rec.delta_mlp.fc1.weight.T + rec.delta_mlp.fc1.bias   # (A, T, Hr)
@@ -151,14 +147,16 @@ def _pairwise_loop(block, rec, t, t_mask, t_cls, v, v_mask, ia, ib, span_t, span
     v_mean = masked_mean(v, v_mask)                                              # (B, D) the query v_c of Eq. 4
     stats = _Stats() if return_stats else None
     S = t.new_empty(A, B, dtype=torch.promote_types(t.dtype, torch.float32))
-    for a0, a1 in zip(a_edges[:-1], a_edges[1:]):
-        a, Ta = slice(a0, a1), max(1, int(span_t[a0]))
-        for b0, b1 in zip(b_edges[:-1], b_edges[1:]):
-            b, Vb = slice(b0, b1), max(1, int(span_v[b0]))
-            S[ia[a, None], ib[None, b]] = block(
-                rec, t[a, :Ta], t_mask[a, :Ta], t_cls[a], v[b, :Vb], v_mask[b, :Vb], v_mean[b],
-                Pg[b, :Vb], Pd[a, :Ta], Pv[b, :Vb], Pt[a, :Ta], Gvv[b, :Vb, :Vb], Gtt[a, :Ta, :Ta], nv2[b, :Vb], nt2[a, :Ta],
-                t_weight_head, v_weight_head, stats).to(S.dtype)
+    # compiled: allow the kernels more shape variants (block edges, levels, dtypes) than torch.compile's default 8
+    with (torch._dynamo.config.patch(recompile_limit=64) if compiled else contextlib.nullcontext()):
+        for a0, a1 in zip(a_edges[:-1], a_edges[1:]):
+            a, Ta = slice(a0, a1), max(1, int(span_t[a0]))
+            for b0, b1 in zip(b_edges[:-1], b_edges[1:]):
+                b, Vb = slice(b0, b1), max(1, int(span_v[b0]))
+                S[ia[a, None], ib[None, b]] = block(
+                    rec, t[a, :Ta], t_mask[a, :Ta], t_cls[a], v[b, :Vb], v_mask[b, :Vb], v_mean[b],
+                    Pg[b, :Vb], Pd[a, :Ta], Pv[b, :Vb], Pt[a, :Ta], Gvv[b, :Vb, :Vb], Gtt[a, :Ta, :Ta], nv2[b, :Vb], nt2[a, :Ta],
+                    t_weight_head, v_weight_head, stats).to(S.dtype)
     return (S, stats.result()) if return_stats else S
 
 def _even_edges(n: int, c: int) -> list:
@@ -233,11 +231,6 @@ def _compiled(fn):
     if fn.__name__ not in _COMPILED: _COMPILED[fn.__name__] = torch.compile(fn, dynamic=True)
     return _COMPILED[fn.__name__]
 
-def _k_softmax(x, mask, dim: int):       # masked_softmax in compiled code: 0 at masked entries and on all-masked rows
-    x = x.masked_fill(~mask, float("-inf"))
-    e = torch.exp(x - x.amax(dim, keepdim=True).clamp_min(torch.finfo(x.dtype).min))
-    return e / e.sum(dim, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-
 def _k_gram(G, p, q):                    # G (a,T,V,b), p (a,V,b), q (a,T,b) → ⟨t,c^v⟩ (a,T,b), ⟨c^t,v⟩ (a,V,b)
     return (G * p[:, None]).sum(2), (G * q[:, :, None]).sum(1)
 
@@ -280,13 +273,13 @@ def _k_maxsim(G, xd, p1, p2, p3, yg, y, q2, t_mask, v_mask):
 def _block_compiled(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2, t_head, v_head, stats):
     "`_block` with the fused kernels above; the word-frame products are laid out (a, T, V, b)."
     (a, T, D), (b, V, _) = t.shape, v.shape
-    k = {f.__name__: _compiled(f) for f in (_k_softmax, _k_gram, _k_diff_v, _k_diff_t, _k_mix_v, _k_mix_t, _k_factors, _k_maxsim)}
+    k = {f.__name__: _compiled(f) for f in (masked_softmax, _k_gram, _k_diff_v, _k_diff_t, _k_mix_v, _k_mix_t, _k_factors, _k_maxsim)}
     t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2 = (    # contiguous blocks: no stride-dependent recompiles
         x.contiguous() for x in (t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2))
     ft = torch.promote_types(t.dtype, torch.float32)                        # softmaxes in fp32 (fp64 stays fp64)
-    sm = lambda x, mask, dim: k["_k_softmax"](x.to(ft), mask.expand_as(x), dim)    # full-shape mask: few compiled variants
-    p = sm(rec.attn_scale * (t_cls @ v.reshape(-1, D).T).view(a, b, V), vm[None], -1)                           # (a, b, V) Eq. 2
-    q = sm(rec.attn_scale * (v_mean @ t.reshape(-1, D).T).view(b, a, T).transpose(0, 1), tm[:, None], -1)       # (a, b, T) Eq. 4
+    sm = lambda x, mask: k["masked_softmax"](x.to(ft), mask.expand_as(x))  # full-shape mask: few compiled variants
+    p = sm(rec.attn_scale * (t_cls @ v.reshape(-1, D).T).view(a, b, V), vm[None])                               # (a, b, V) Eq. 2
+    q = sm(rec.attn_scale * (v_mean @ t.reshape(-1, D).T).view(b, a, T).transpose(0, 1), tm[:, None])           # (a, b, T) Eq. 4
     G = (t.reshape(-1, D) @ v.transpose(0, 1).reshape(-1, D).T).view(a, T, V, b)                                 # (a, T, V, b)
     t_cv, ct_v = k["_k_gram"](G, p.transpose(1, 2).contiguous(), q.transpose(1, 2).contiguous())
     t_cv, ct_v = t_cv.transpose(1, 2), ct_v.transpose(1, 2)                                                      # (a,b,T), (a,b,V)
@@ -303,8 +296,8 @@ def _block_compiled(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, 
         t_w = masked_softmax(t_head(t), tm)[:, None].expand(a, b, T)
     else:
         Yv, Yt = (p.transpose(0, 1) @ Pv).transpose(0, 1), q @ Pt
-        v_w = sm(k["_k_mix_v"](Pv, Yv, v_head.fc1.bias, gamma, v_head.fc2.weight[0], v_head.fc2.bias), vm[None], -1)
-        t_w = sm(k["_k_mix_t"](Pt, Yt, t_head.fc1.bias, delta, t_head.fc2.weight[0], t_head.fc2.bias), tm[:, None], -1)
+        v_w = sm(k["_k_mix_v"](Pv, Yv, v_head.fc1.bias, gamma, v_head.fc2.weight[0], v_head.fc2.bias), vm[None])
+        t_w = sm(k["_k_mix_t"](Pt, Yt, t_head.fc1.bias, delta, t_head.fc2.weight[0], t_head.fc2.bias), tm[:, None])
     fx = k["_k_factors"](gamma, delta, t_cv, ct_v, ct_cv, v_cv, cv2, t_ct, ct2, nv2[None], nt2[:, None])
     t2v, v2t = k["_k_maxsim"](G, *fx, tm, vm.T.contiguous())
     t2v = t2v.transpose(1, 2).masked_fill(~vm.any(-1)[None, :, None], 0.)                                       # (a, b, T)
@@ -330,8 +323,8 @@ def compiled_kernels_available(device="cpu", dtype=torch.float32) -> bool:
                 t, v, tc = (torch.randn(*s, generator=g).to(device=device, dtype=dtype) for s in ((A, T, D), (B, V, D), (A, D)))
                 tm = (torch.arange(T) < torch.tensor([7, 5, 3, 6, 2])[:, None]).to(device)
                 vm = (torch.arange(V) < torch.tensor([4, 3, 2, 4, 3, 2])[:, None]).to(device)
-                got = pairwise_similarity(rec, t, tm, tc, v, vm, th, vh, kernels="compiled", _probe=True)
-                want = pairwise_similarity(rec, t, tm, tc, v, vm, th, vh)
+                got = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, compiled=True)
+                want = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, compiled=False)
             tol = 1e-4 if torch.finfo(dtype).bits >= 32 else 5e-2
             _COMPILE_OK[key] = bool(torch.allclose(got.float(), want.float(), atol=tol))
             if not _COMPILE_OK[key]: warnings.warn(f"compiled kernels disagree with the eager ones on {key}; using eager")
