@@ -11,7 +11,7 @@ from .config import get_config, override
 
 # %% auto #0
 __all__ = ['COMPILED', 'MODEL_ROWS', 'synthetic_batch', 'time_rows', 'time_inference', 'step_breakdown', 'bench_model',
-           'bench_table8', 'bench_cli']
+           'bench_table8', 'ops_per_step', 'bench_floor', 'bench_cli']
 
 # %% ../nbs/13_bench.ipynb #da5c5206
 def _sync(device):
@@ -199,6 +199,89 @@ def bench_table8(out: str = "results/bench/table8_gpu.json", device: str = "cuda
     res = time_rows(MODEL_ROWS, profile="paper", batch_size=batch_size, frames=12, words=32,
                     device=device, precision=precision, repeats=repeats, warmup=2, n_text=1000, n_video=1000, chunk=None)
     write_result(out, res, started=t0)
+    return res
+
+# %% ../nbs/13_bench.ipynb #4946ef8e
+def _hidden_sum(P: torch.Tensor,   # (n, H) per-token first-layer rows
+                Y: torch.Tensor,   # (m, H) per-item rows of the other modality
+                w2: torch.Tensor,  # (H,) second layer
+               ) -> torch.Tensor:  # (n, m)
+    "Σ_h w2_h·relu(P_ih + Y_jh) for every row pair: the least a pair-dependent one-hidden-layer MLP costs."
+    return (torch.relu(P[:, None] + Y[None]) * w2).sum(-1)
+
+def ops_per_step(preset: str, batch_size: int = 32, frames: int = 12, words: int = 32, overrides: tuple = (), seed: int = 0) -> int:
+    "Top-level aten operations in one training step (forward, backward, optimizer) of the tiny model on the CPU."
+    from torch.profiler import profile as _profile, ProfilerActivity
+    from hbi_repro.model import HBIModel
+    cfg = get_config("smoke", preset, overrides=["data.max_frames=%d" % frames, "data.max_words=%d" % words, *overrides])
+    torch.manual_seed(seed)
+    m = HBIModel(cfg).train()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+    size = m.clip.visual.image_size
+    batch = synthetic_batch(batch_size, frames, words, size[0] if isinstance(size, (tuple, list)) else size, "cpu", seed)
+    def step():
+        out = m(batch); opt.zero_grad(set_to_none=True); out["loss"].backward(); opt.step()
+    step()
+    with _profile(activities=[ProfilerActivity.CPU]) as prof: step()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::")
+               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+
+@torch.no_grad()
+def bench_floor(out: str | None = "results/bench/floor.json", threads: int = 2, repeats: int = 3,
+                n_text: int = 1000, n_video: int = 1000, frames: int = 12, words: int = 32,
+                rows: int = 64,                # token rows per call of the hidden-unit kernel
+                step_ops: bool = True) -> dict:
+    "HBI V2's 1k×1k similarity from cached features next to its arithmetic floor (products + MLP hidden units)."
+    from hbi_repro.model import HBIModel
+    torch.set_num_threads(threads)
+    started = time.time()
+    over = ["data.max_frames=%d" % frames, "data.max_words=%d" % words, "model.clusters=[6,2,16,4]", *COMPILED]
+    models = {}
+    for name in ("T1/Baseline", "T1/HBI-V2"):
+        torch.manual_seed(0)
+        models[name] = HBIModel(get_config("smoke", name, overrides=over)).eval()
+    m = models["T1/HBI-V2"]
+    text, video = _random_features(m, n_text, n_video, frames, words, "cpu", 0)
+    th, vh = m.text_hierarchy(text["t"], text["t_mask"]), m.video_hierarchy(video["v"], video["v_mask"])
+    H = m.cfg.model.recon_hidden + m.cfg.model.weight_hidden
+    g = torch.Generator().manual_seed(0)
+    kernel = torch.compile(_hidden_sum, dynamic=False)
+    levels, jobs = {}, {}
+    for l in m.cfg.model.infer_levels:
+        tt, vv = th[l][0][th[l][1]].contiguous(), vh[l][0][vh[l][1]].contiguous()     # valid tokens (n_t, D), (n_v, D)
+        levels[l] = {"text_tokens": len(tt), "video_tokens": len(vv),
+                     "hidden_units": (len(tt) * n_video + len(vv) * n_text) * H}
+        # the MLP job: every token row block against all items of the other modality (inputs made before any clock)
+        blocks = [(torch.randn(min(rows, n - i), H, generator=g), torch.randn(other, H, generator=g))
+                  for n, other in ((len(tt), n_video), (len(vv), n_text)) for i in range(0, n, rows)]
+        jobs[l] = (tt, vv, blocks, torch.randn(H, generator=g))
+    times = {k: [] for k in ("baseline", "hbi_v2", *[f"{l}/{p}" for l in levels for p in ("products", "hidden")])}
+    for r in range(repeats + 1):                       # pass 0 warms up (compiles) every part
+        for name, key in (("T1/Baseline", "baseline"), ("T1/HBI-V2", "hbi_v2")):
+            t0 = time.perf_counter(); models[name].similarity(text, video); dt = time.perf_counter() - t0
+            if r: times[key].append(dt)
+        for l, (tt, vv, blocks, w2) in jobs.items():
+            t0 = time.perf_counter()
+            for i in range(0, len(tt), 2048): tt[i:i + 2048] @ vv.T
+            t1 = time.perf_counter()
+            for P, Y in blocks: kernel(P, Y, w2)
+            t2 = time.perf_counter()
+            if r: times[f"{l}/products"].append(t1 - t0); times[f"{l}/hidden"].append(t2 - t1)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for l in levels:
+        levels[l].update(products_s=med[f"{l}/products"], hidden_s=med[f"{l}/hidden"],
+                         hidden_units_per_s=levels[l]["hidden_units"] / med[f"{l}/hidden"])
+    floor = sum(v["products_s"] + v["hidden_s"] for v in levels.values())
+    res = {"device": "cpu", "threads": threads, "n_text": n_text, "n_video": n_video, "frames": frames, "words": words,
+           "hidden_per_token": H, "repeats": repeats, "baseline_s": med["baseline"], "hbi_v2_compiled_s": med["hbi_v2"],
+           "levels": levels, "floor_s": floor, "floor_ratio": floor / med["baseline"],
+           "hbi_v2_compiled_ratio": med["hbi_v2"] / med["baseline"], "times_all": times}
+    if step_ops:
+        res["ops_per_step"] = {p: ops_per_step(p, frames=frames, words=words, overrides=("model.clusters=[6,2,16,4]",))
+                               for p in ("T1/Baseline", "T1/HBI", "T1/HBI-V2")}
+    if out:
+        from hbi_repro.provenance import write_result
+        write_result(out, res, seed=0, started=started)
     return res
 
 # %% ../nbs/13_bench.ipynb #4b51339d
