@@ -220,7 +220,8 @@ def ops_per_step(preset: str, batch_size: int = 32, frames: int = 12, words: int
     size = m.clip.visual.image_size
     batch = synthetic_batch(batch_size, frames, words, size[0] if isinstance(size, (tuple, list)) else size, "cpu", seed)
     def step():
-        out = m(batch); opt.zero_grad(set_to_none=True); out["loss"].backward(); opt.step()
+        with torch.enable_grad():      # also when called under no_grad (bench_floor)
+            out = m(batch); opt.zero_grad(set_to_none=True); out["loss"].backward(); opt.step()
     step()
     with _profile(activities=[ProfilerActivity.CPU]) as prof: step()
     return sum(1 for e in prof.events() if e.name.startswith("aten::")
