@@ -172,6 +172,7 @@ TASKS = {
     # captioning: α = β = 1, λ = 3.3, lr 5e-4, batch 64, 50 epochs, frozen CLIP (§4.1, Fig. 8e-f, 8h)
     "caption": {"train.task": "caption", "train.alpha": 1.0, "train.beta": 1.0, "train.lam": 3.3, "train.lr": 5e-4,
                 "train.batch_size": 64, "train.epochs": 50, "train.freeze_encoders": True,
+                "data.augment": False,   # features of a frozen CLIP are encoded once, so there is nothing to augment
                 "data.dataset": "msrvtt_caption"},
 }
 

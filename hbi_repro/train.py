@@ -422,9 +422,14 @@ def _default_cache(model, batch: dict) -> dict:
 @torch.no_grad()
 def cache_features(model: nn.Module, dataset, cfg, device: torch.device, precision: str = "fp32",
                    progress: bool = True) -> FeatureDataset:
-    "Encode `dataset` once in order (eval mode, RNG-neutral) and return the cached items as a `FeatureDataset`."
+    "Encode `dataset` once in order (eval mode, RNG-neutral, no augmentation) and return the cached items as a `FeatureDataset`."
     fn = getattr(model, "cache_features", None) or (lambda b: _default_cache(model, b))
-    was = model.training; model.eval()
+    was, aug = model.training, bool(getattr(dataset, "augment", False))
+    if aug:   # one augmentation draw, cached, would be reused every epoch: cache clean frames instead
+        warnings.warn(f"cache_features: {type(dataset).__name__} ({getattr(dataset, 'split', '?')}) has augmentation on; "
+                      "features are cached from unaugmented frames (set data.augment=false with train.freeze_encoders)")
+        dataset.augment = False
+    model.eval()
     parts = []
     try:
         with rng_preserved():
@@ -432,7 +437,9 @@ def cache_features(model: nn.Module, dataset, cfg, device: torch.device, precisi
                 with autocast(device, precision): out = fn(to_device(batch, device))
                 parts.append({k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
                               for k, v in out.items() if isinstance(v, torch.Tensor)})
-    finally: model.train(was)
+    finally:
+        model.train(was)
+        if aug: dataset.augment = True
     return FeatureDataset(cat_dicts(parts))
 
 # %% ../nbs/10_train.ipynb #f6709f58
@@ -565,6 +572,8 @@ def train(cfg,                      # RunConfig
             from hbi_repro.provenance import atomic_write_text, provenance
             run_dir.mkdir(parents=True, exist_ok=True)
             if log.path.exists(): log.path.unlink()
+            for old in (last_ck, ckdir / "best.pt"):   # an earlier run's checkpoints must not pass for this run's
+                if old.exists(): old.unlink(); print(f"fresh start: removed {old} of an earlier run", file=sys.stderr)
             atomic_write_text(run_dir / "config.json", json.dumps(config_dict(cfg), indent=2) + "\n")
             atomic_write_text(run_dir / "provenance.json", json.dumps(
                 provenance(seed=tr.seed, started=started, world_size=world, precision=precision, total_steps=total,

@@ -193,6 +193,12 @@ def test_msrvtt_caption(tmp_path, clip_file):
     assert len(MSRVTTCaption(root, "train", **KW)) == 9
     std = MSRVTTCaption(root, "test", protocol="standard", **KW)
     assert [r["video_id"] for r in std.records] == ["video4", "video5"]
+    # a `videos` row without its split is named, with the file, instead of a bare KeyError
+    data = json.loads((root / "MSRVTT_data.json").read_text())
+    data["videos"][1].pop("split")
+    (root / "MSRVTT_data.json").write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match=r"MSRVTT_data.json videos\[1\].*'split'"):
+        MSRVTTCaption(root, "test", protocol="standard", **KW)
 
 
 def test_activitynet_paragraphs(tmp_path, clip_file):
@@ -221,6 +227,20 @@ def test_didemo_paragraphs(tmp_path, clip_file):
     assert len(te) == 1 and te[0]["caption"] == "a dog runs 3 it stops 3" and te.records[0]["end"] == 31.0
     check_item(te[0])
     assert len(DiDeMoParagraphs(root, "train", **KW)) == 2 and len(DiDeMoParagraphs(root, "val", **KW)) == 1
+
+
+def test_didemo_carved_val_is_disjoint_from_train(tmp_path, clip_file):
+    "No val_data.json: train and the carved val split one list (train_list.txt), so no video is in both."
+    root = tmp_path / "didemo"
+    put_videos(root / "videos", [f"clip{i}.mp4" for i in range(10)], clip_file)
+    (root / "train_data.json").write_text(json.dumps([{"video": f"clip{i}.mp4", "description": f"d {i}", "times": [[0, 1]]}
+                                                      for i in range(10)]))
+    (root / "train_list.txt").write_text("\n".join(f"clip{i}.mp4" for i in range(1, 10)))   # clip0 is not for training
+    listed = {f"clip{i}.mp4" for i in range(1, 10)}
+    for seed in range(4):
+        tr = {r["video_id"] for r in DiDeMoParagraphs(root, "train", seed=seed, val_fraction=0.3, **KW).records}
+        va = {r["video_id"] for r in DiDeMoParagraphs(root, "val", seed=seed, val_fraction=0.3, **KW).records}
+        assert len(va) == 3 and not tr & va and tr | va == listed, (seed, sorted(tr), sorted(va))
 
 
 def test_msrvtt_qa_and_msvd_qa(tmp_path, clip_file):

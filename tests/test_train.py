@@ -150,6 +150,36 @@ def test_frozen_feature_path(tmp_path):
     assert s["last"]["test"]["Rsum"] > 0
 
 
+
+class AugmentedPairs(list):
+    "fake_pairs with a dataset's `augment` switch: augmented items have their video shifted by 100."
+    split = "train"
+    def __init__(self, items): super().__init__(items); self.augment = True
+    def __getitem__(self, i):
+        it = super().__getitem__(i)
+        return {**it, "video": it["video"] + 100.0} if self.augment else it
+
+
+def test_cache_features_encodes_unaugmented_frames():
+    "A frozen encoder's cache is reused every epoch, so one augmentation draw must never be baked into it."
+    items, m, cfg = fake_pairs(8), FakeRetrieval(), small_cfg()
+    ds = AugmentedPairs(items)
+    with pytest.warns(UserWarning, match="augmentation on"):
+        got = T.cache_features(m, ds, cfg, torch.device("cpu"), progress=False)
+    assert ds.augment                                                   # the dataset is left as it was
+    want = T.cache_features(m, items, cfg, torch.device("cpu"), progress=False)
+    assert torch.equal(got.features["v"], want.features["v"]) and torch.equal(got.features["t"], want.features["t"])
+
+
+def test_fresh_start_does_not_report_an_earlier_runs_best(tmp_path):
+    "A new run in an old run's folder, without a val set, has no best model; the old best.pt is not passed off as one."
+    s1 = run(tmp_path, **{"train.eval_every": 3})
+    assert s1["best"]["test"] is not None and (tmp_path / "checkpoints/best.pt").exists()
+    s2 = T.train(small_cfg(**{"train.max_steps": 2}), tmp_path, train_set=fake_pairs(48), model=FakeRetrieval(),
+                 test_set=fake_pairs(16, seed=2))
+    assert s2["best"]["step"] is None and s2["best"]["test"] is None and s2["paths"]["best"] is None
+    assert not (tmp_path / "checkpoints/best.pt").exists() and s2["last"]["test"] is not None
+
 # -- evaluation dispatch -----------------------------------------------------------------------------------------
 class Oracle(nn.Module):
     "Scores = text·video of the raw vectors; perfect when texts equal their video."

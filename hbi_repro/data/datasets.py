@@ -254,7 +254,10 @@ class MSRVTTCaption(VideoTextDataset):
         if proto == "standard":
             vids = read_json(data_file).get("videos", [])
             by = {}
-            for v in vids: by.setdefault({"validate": "val"}.get(v.get("split"), v.get("split")), []).append(str(v["video_id"]))
+            for k, v in enumerate(vids):
+                if not isinstance(v, dict) or "video_id" not in v or "split" not in v:
+                    raise AnnotationError(f"{data_file} videos[{k}]: expected an object with 'video_id' and 'split', got {str(v)[:80]}")
+                by.setdefault({"validate": "val"}.get(v["split"], v["split"]), []).append(str(v["video_id"]))
             ids = by.get("train", []) if self.split in ("train", "trainval") else by.get(self.split, [])
             if self.split == "trainval": ids = ids + by.get("val", [])
         elif proto == "1k-A":
@@ -315,8 +318,8 @@ class DiDeMoParagraphs(VideoTextDataset):
                 self.bad(f"{f} [{k}]", "row lacks 'video' or 'description'", "malformed_row"); continue
             if r["video"] not in paras: order.append(r["video"]); paras[r["video"]] = []
             paras[r["video"]].append(str(r["description"]).strip())
-        lst = self.root / f"{sp}_list.txt"
-        if lst.is_file() and not carve:
+        lst = self.root / f"{'train' if carve else sp}_list.txt"   # a carved val comes from the videos train may use
+        if lst.is_file():
             allowed = {l.strip() for l in lst.read_text().splitlines() if l.strip()}
             order = [v for v in order if v in allowed or Path(v).stem in allowed]
         if carve: val = carve_val(order, self.val_fraction, self.seed); order = [v for v in order if v in val]
