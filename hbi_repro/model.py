@@ -203,18 +203,19 @@ class HBIModel(nn.Module):
         return self(batch)
 
     # -- hierarchy -----------------------------------------------------------------------------------------
-    def text_hierarchy(self, t, t_mask) -> dict:
-        "Entity → action → event text tokens: {level: (tokens, mask)}."
-        return _hierarchy(self.t_merge, t, t_mask)
+    def text_hierarchy(self, t, t_mask, upto: str = "event") -> dict:
+        "Entity → action → event text tokens, up to level `upto`: {level: (tokens, mask)}."
+        return _hierarchy(self.t_merge, t, t_mask, upto)
 
-    def video_hierarchy(self, v, v_mask) -> dict:
-        "Entity → action → event video tokens: {level: (tokens, mask)}."
-        return _hierarchy(self.v_merge, v, v_mask)
+    def video_hierarchy(self, v, v_mask, upto: str = "event") -> dict:
+        "Entity → action → event video tokens, up to level `upto`: {level: (tokens, mask)}."
+        return _hierarchy(self.v_merge, v, v_mask, upto)
 
     def similarity(self, text: dict, video: dict, levels: tuple | None = None, chunk: int | None = None) -> torch.Tensor:
         "Retrieval scores (N_text, N_video): the sum of S over `levels` (default: `infer_levels`)."
         levels = levels or self.cfg.model.infer_levels
-        th, vh = self.text_hierarchy(text["t"], text["t_mask"]), self.video_hierarchy(video["v"], video["v_mask"])
+        upto = max(levels, key=LEVELS.index)                      # merge no further than the deepest level scored
+        th, vh = self.text_hierarchy(text["t"], text["t_mask"], upto), self.video_hierarchy(video["v"], video["v_mask"], upto)
         S = 0
         for l in levels:
             (t, tm), (v, vm) = th[l], vh[l]
@@ -340,11 +341,11 @@ def _part(name: str):
     "A label for the profiler (`bench.step_breakdown`); a few microseconds when no profiler runs."
     return torch.profiler.record_function(f"hbi/{name}")
 
-def _hierarchy(merges: nn.ModuleDict, x: torch.Tensor, mask: torch.Tensor) -> dict:
-    "Merge entity tokens into action tokens and those into event tokens, as far as `merges` goes."
+def _hierarchy(merges: nn.ModuleDict, x: torch.Tensor, mask: torch.Tensor, upto: str = "event") -> dict:
+    "Merge entity tokens into action tokens and those into event tokens, as far as `merges` and `upto` go."
     out = {"entity": (x, mask)}
     for lvl in ("action", "event"):
-        if lvl not in merges: break
+        if lvl not in merges or LEVELS.index(lvl) > LEVELS.index(upto): break
         x, mask, _ = merges[lvl](x, mask); out[lvl] = (x, mask)
     return out
 

@@ -130,8 +130,11 @@ def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, ch
     (ia, span_t), (ib, span_v) = span_order(t_mask), span_order(v_mask)   # visit by span; blocks drop trailing padding
     t, t_mask, t_cls, v, v_mask = t[ia], t_mask[ia], t_cls[ia], v[ib], v_mask[ib]
     t, v = t * t_mask[..., None], v * v_mask[..., None]        # padded features never enter (they get 0 weight anyway)
-    if compiled:   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 word-frame products, split evenly
-        c = chunk or max(2, int(math.sqrt((1 << 21) * (64 if t.device.type == "cuda" else 1) / (T * V))))
+    if compiled:   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 floats per pair-sized tensor, split evenly
+        if t.device.type == "cuda": c = chunk or max(2, int(math.sqrt((1 << 27) / (T * V))))   # word-frame products
+        else:          # CPU: the pooled hidden rows (pairs, Hr + Hw) count too; they dominate at the event level (T·V = 8)
+            Hs = rec.gamma_mlp.fc1.out_features + max(t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
+            c = chunk or max(2, int(math.sqrt((1 << 21) / (T * V + Hs))))
         a_edges, b_edges = _even_edges(A, c), _even_edges(B, c)
     else:          # blocks of ~2^22 hidden activations (GPU: 64× more; small blocks are launch-bound)
         H = max(rec.gamma_mlp.fc1.out_features, t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
@@ -231,36 +234,38 @@ def _compiled(fn):
     if fn.__name__ not in _COMPILED: _COMPILED[fn.__name__] = torch.compile(fn, dynamic=True)
     return _COMPILED[fn.__name__]
 
-def _k_gram(G, p, q):                    # G (a,T,V,b), p (a,V,b), q (a,T,b) → ⟨t,c^v⟩ (a,T,b), ⟨c^t,v⟩ (a,V,b)
-    return (G * p[:, None]).sum(2), (G * q[:, :, None]).sum(1)
+# Every per-pair quantity is stored in the (a, N, b) layout: texts outermost, then tokens, the block's videos
+# innermost, so that the softmaxes over ≤ 32 tokens and all reductions over tokens run across an outer axis and
+# vectorise over videos (with the tokens innermost, Inductor's and ATen's CPU code for these short reductions was
+# 3-10× slower). The pooled first-layer rows (Y = W1 c: (pairs, hidden)) come from batched matrix products outside
+# the kernels: forming them inside was 2.7× slower on an H200 (`results/bench/gpu_kernels_check_rows-in-kernel.json`).
+def _k_softmax(x, mask, scale: float):   # masked softmax over axis 1 of (a, N, b); Eqs. 2, 4 and the weights of Eq. 12
+    return masked_softmax(scale * x, mask, dim=1)
 
-# The pair's pooled first-layer rows (Y = W1 c: (pairs, hidden)) and the Gram terms come from batched matrix
-# products outside the kernels. Forming them inside (a p-weighted sum per pair) was 2 % faster on the 2-core CPU
-# and 2.7× slower on an H200 (`results/bench/gpu_kernels_check_rows-in-kernel.json`), so they stay outside.
-def _k_diff_v(P, Y, w2, b2):             # γ = MLP(v − c^v): P (b,V,H) = W1 v + b1, Y (a,b,H) = W1 c^v → (a,b,V)
-    return (torch.relu(P[None] - Y[:, :, None]) * w2).sum(-1) + b2
+def _k_gram(G, p, q, Gvv, t_ct):         # G (a,T,V,b), p (a,V,b), q (a,T,b), Gvv (V,V,b) = ⟨v_i,v_j⟩, t_ct (a,T,b) = ⟨t,c^t⟩
+    "Inner products of the expansion: ⟨t,c^v⟩, ⟨c^t,v⟩ (a,N,b), ⟨c^t,c^v⟩ (a,1,b), ⟨v,c^v⟩ (a,V,b), ‖c^v‖², ‖c^t‖² (a,1,b)."
+    t_cv, ct_v = (G * p[:, None]).sum(2), (G * q[:, :, None]).sum(1)
+    v_cv = (p[:, :, None] * Gvv).sum(1)                                     # Gvv symmetric
+    return (t_cv, ct_v, (q * t_cv).sum(1, keepdim=True), v_cv, (p * v_cv).sum(1, keepdim=True),
+            (q * t_ct).sum(1, keepdim=True))
 
-def _k_diff_t(P, Y, w2, b2):             # δ = MLP(t − c^t): P (a,T,H), Y (a,b,H) → (a,b,T)
-    return (torch.relu(P[:, None] - Y[:, :, None]) * w2).sum(-1) + b2
+def _k_diff(P, Y, w2, b2, mask):         # γ = MLP(v − c^v) or δ = MLP(t − c^t) → (a,N,b)
+    "P = W1 x + b1 per token, broadcast (1,V,b,H) or (a,T,1,H); Y = W1 c per pair (a,1,b,H)."
+    return ((torch.relu(P - Y) * w2).sum(-1) + b2) * mask
 
-def _k_mix_v(P, Y, b1, f, w2, b2):       # MLP_v(γ v + (1−γ) c^v): P (b,V,H) = W1 v, Y (a,b,H) = W1 c^v, f = γ (a,b,V)
-    Yb = Y[:, :, None]
-    return (torch.relu(Yb + b1 + f[..., None] * (P[None] - Yb)) * w2).sum(-1) + b2
-
-def _k_mix_t(P, Y, b1, f, w2, b2):       # MLP_t(δ t + (1−δ) c^t): P (a,T,H), f = δ (a,b,T)
-    Yb = Y[:, :, None]
-    return (torch.relu(Yb + b1 + f[..., None] * (P[:, None] - Yb)) * w2).sum(-1) + b2
+def _k_mix(P, Y, b1, f, w2, b2):         # MLP(f·x + (1 − f)·c) → (a,N,b), f = γ or δ (a,N,b)
+    "P = W1 x per token (broadcast as in `_k_diff`), Y = W1 c per pair (a,1,b,H)."
+    return (torch.relu(Y + b1 + f[..., None] * (P - Y)) * w2).sum(-1) + b2
 
 def _k_factors(gamma, delta, t_cv, ct_v, ct_cv, v_cv, cv2, t_ct, ct2, nv2, nt2):
-    "Per-token factors of cos(u_k, r_j) = xd_k·yg_j·G_kj + p1_k·y_j + p2_k·q2_j − p3_k·yg_j, in the (a, N, b) layout."
-    r2 = gamma ** 2 * nv2 + 2 * gamma * (1 - gamma) * v_cv + (1 - gamma) ** 2 * cv2[..., None]     # ‖r‖² (a,b,V)
-    u2 = delta ** 2 * nt2 + 2 * delta * (1 - delta) * t_ct + (1 - delta) ** 2 * ct2[..., None]     # ‖u‖² (a,b,T)
+    "Per-token factors of cos(u_k, r_j) = xd_k·yg_j·G_kj + p1_k·y_j + p2_k·q2_j − p3_k·yg_j; all (a, N, b)."
+    r2 = gamma ** 2 * nv2 + 2 * gamma * (1 - gamma) * v_cv + (1 - gamma) ** 2 * cv2     # ‖r‖² (a,V,b)
+    u2 = delta ** 2 * nt2 + 2 * delta * (1 - delta) * t_ct + (1 - delta) ** 2 * ct2     # ‖u‖² (a,T,b)
     x, y = 1 / u2.clamp_min(0).sqrt().clamp_min(1e-12), 1 / r2.clamp_min(0).sqrt().clamp_min(1e-12)
     xd, yg = x * delta, y * gamma
-    p1 = x * (delta * (t_cv - ct_cv[..., None]) + ct_cv[..., None])        # x·(δ⟨t − c^t, c^v⟩ + ⟨c^t, c^v⟩)
-    p2, q2 = x * (1 - delta), yg * (ct_v - ct_cv[..., None])                # x(1−δ), yγ⟨c^t, v − c^v⟩
-    p3 = xd * t_cv                                                          # xδ⟨t, c^v⟩
-    return tuple(z.transpose(1, 2).contiguous() for z in (xd, p1, p2, p3, yg, y, q2))
+    p1 = x * (delta * (t_cv - ct_cv) + ct_cv)                               # x·(δ⟨t − c^t, c^v⟩ + ⟨c^t, c^v⟩)
+    p2, q2 = x * (1 - delta), yg * (ct_v - ct_cv)                           # x(1−δ), yγ⟨c^t, v − c^v⟩
+    return xd, p1, p2, xd * t_cv, yg, y, q2                                 # p3 = xδ⟨t, c^v⟩
 
 def _k_maxsim(G, xd, p1, p2, p3, yg, y, q2, t_mask, v_mask):
     "Both maxima of Eq. 12 over the reconstructed cosines; G (a,T,V,b), per-word (a,T,b), per-frame (a,V,b), masks (a,T), (V,b)."
@@ -270,42 +275,45 @@ def _k_maxsim(G, xd, p1, p2, p3, yg, y, q2, t_mask, v_mask):
     return (torch.where(v_mask, cos, low).amax(2),                              # (a,T,b) best real frame per word
             torch.where(t_mask[:, :, None, None], cos, low).amax(1))            # (a,V,b) best real word per frame
 
+def _k_score(t_w, t2v, v_w, v2t, t_any, v_any):
+    "Eq. 12 from weights and maxima (a,N,b); a text without words or a video without frames adds 0 from that side."
+    return 0.5 * ((t_w * torch.where(v_any, t2v, 0.)).sum(1) + (v_w * torch.where(t_any, v2t, 0.)).sum(1))
+
+_KERNELS = (_k_softmax, _k_gram, _k_diff, _k_mix, _k_factors, _k_maxsim, _k_score)
+
 def _block_compiled(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2, t_head, v_head, stats):
-    "`_block` with the fused kernels above; the word-frame products are laid out (a, T, V, b)."
+    "`_block` with the fused kernels above, in the (a, N, b) layout; the word-frame products are (a, T, V, b)."
     (a, T, D), (b, V, _) = t.shape, v.shape
-    k = {f.__name__: _compiled(f) for f in (masked_softmax, _k_gram, _k_diff_v, _k_diff_t, _k_mix_v, _k_mix_t, _k_factors, _k_maxsim)}
-    t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2 = (    # contiguous blocks: no stride-dependent recompiles
-        x.contiguous() for x in (t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2))
-    ft = torch.promote_types(t.dtype, torch.float32)                        # softmaxes in fp32 (fp64 stays fp64)
-    # softmaxes over the last axis (≤ 32 entries): compiled on a GPU (full-shape mask: few compiled variants); eager on
-    # a CPU, where Inductor's code for a short innermost reduction took 2.3× as long as the eager softmax
-    sm = (lambda x, mask: k["masked_softmax"](x.to(ft), mask.expand_as(x))) if t.device.type == "cuda" else \
-         (lambda x, mask: masked_softmax(x.to(ft), mask))
-    p = sm(rec.attn_scale * (t_cls @ v.reshape(-1, D).T).view(a, b, V), vm[None])                               # (a, b, V) Eq. 2
-    q = sm(rec.attn_scale * (v_mean @ t.reshape(-1, D).T).view(b, a, T).transpose(0, 1), tm[:, None])           # (a, b, T) Eq. 4
-    G = (t.reshape(-1, D) @ v.transpose(0, 1).reshape(-1, D).T).view(a, T, V, b)                                 # (a, T, V, b)
-    t_cv, ct_v = k["_k_gram"](G, p.transpose(1, 2).contiguous(), q.transpose(1, 2).contiguous())
-    t_cv, ct_v = t_cv.transpose(1, 2), ct_v.transpose(1, 2)                                                      # (a,b,T), (a,b,V)
-    ct_cv = (q * t_cv).sum(-1)
-    v_cv = (p.transpose(0, 1) @ Gvv).transpose(0, 1); cv2 = (p * v_cv).sum(-1)
-    t_ct = q @ Gtt; ct2 = (q * t_ct).sum(-1)
-    Yg = (p.transpose(0, 1) @ (Pg - rec.gamma_mlp.fc1.bias)).transpose(0, 1)                                     # (a, b, Hr)
-    Yd = q @ (Pd - rec.delta_mlp.fc1.bias)
-    gamma = k["_k_diff_v"](Pg, Yg, rec.gamma_mlp.fc2.weight[0], rec.gamma_mlp.fc2.bias) * vm[None]              # (a, b, V)
-    delta = k["_k_diff_t"](Pd, Yd, rec.delta_mlp.fc2.weight[0], rec.delta_mlp.fc2.bias) * tm[:, None]           # (a, b, T)
-    if stats is not None: stats.add(gamma, vm[None].expand_as(gamma), delta, tm[:, None].expand_as(delta))
-    if rec.token_weights == "single":
-        v_w = masked_softmax(v_head(v), vm).expand(a, b, V)
-        t_w = masked_softmax(t_head(t), tm)[:, None].expand(a, b, T)
+    k = {f.__name__: _compiled(f) for f in _KERNELS}
+    t, tm, t_cls, v_mean, Pd, Pt, Gtt, nt2 = (x.contiguous() for x in (t, tm, t_cls, v_mean, Pd, Pt, Gtt, nt2))   # no stride-dependent recompiles
+    vmT, PgT, PvT, nv2 = (x.transpose(0, 1).contiguous() for x in (vm, Pg, Pv, nv2))   # frames before videos: (V, b, …)
+    GvvT = Gvv.permute(1, 2, 0).contiguous()                                    # (V, V, b)
+    vT = v.transpose(0, 1).reshape(-1, D)                                       # (V·b, D): frame j of video i at row j·b + i
+    ft = torch.promote_types(t.dtype, torch.float32)                            # softmaxes in fp32 (fp64 stays fp64)
+    tmN = tm[:, :, None]                                                        # (a, T, 1)
+    p = k["_k_softmax"]((t_cls @ vT.T).view(a, V, b).to(ft), vmT[None], rec.attn_scale)             # (a, V, b) Eq. 2
+    q = k["_k_softmax"]((t.reshape(-1, D) @ v_mean.T).view(a, T, b).to(ft), tmN, rec.attn_scale)    # (a, T, b) Eq. 4
+    G = (t.reshape(-1, D) @ vT.T).view(a, T, V, b)                                                  # (a, T, V, b)
+    t_ct = torch.bmm(Gtt, q.to(Gtt.dtype))                                                          # (a, T, b) ⟨t, c^t⟩
+    t_cv, ct_v, ct_cv, v_cv, cv2, ct2 = k["_k_gram"](G, p, q, GvvT, t_ct)
+    # pooled first-layer rows of both MLPs of a modality in one product: [W1 c for γ | W1 c for the weight head]
+    Hr, wt = Pd.shape[-1], rec.token_weights == "reconstructed"
+    PV = torch.cat([Pg - rec.gamma_mlp.fc1.bias, Pv], -1) if wt else Pg - rec.gamma_mlp.fc1.bias     # (b, V, H)
+    PT = torch.cat([Pd - rec.delta_mlp.fc1.bias, Pt], -1) if wt else Pd - rec.delta_mlp.fc1.bias     # (a, T, H)
+    Yv = torch.bmm(p.to(PV.dtype).permute(2, 0, 1), PV).transpose(0, 1)[:, None]                    # (a, 1, b, H)
+    Yt = torch.bmm(q.to(PT.dtype).transpose(1, 2), PT)[:, None]                                     # (a, 1, b, H)
+    gamma = k["_k_diff"](PgT[None], Yv[..., :Hr], rec.gamma_mlp.fc2.weight[0], rec.gamma_mlp.fc2.bias, vmT[None])  # (a, V, b)
+    delta = k["_k_diff"](Pd[:, :, None], Yt[..., :Hr], rec.delta_mlp.fc2.weight[0], rec.delta_mlp.fc2.bias, tmN)  # (a, T, b)
+    if stats is not None: stats.add(gamma, vmT[None].expand_as(gamma), delta, tmN.expand_as(delta))
+    if wt:                                                                      # weight heads on reconstructed tokens
+        v_w = k["_k_softmax"](k["_k_mix"](PvT[None], Yv[..., Hr:], v_head.fc1.bias, gamma, v_head.fc2.weight[0], v_head.fc2.bias).to(ft), vmT[None], 1.0)
+        t_w = k["_k_softmax"](k["_k_mix"](Pt[:, :, None], Yt[..., Hr:], t_head.fc1.bias, delta, t_head.fc2.weight[0], t_head.fc2.bias).to(ft), tmN, 1.0)
     else:
-        Yv, Yt = (p.transpose(0, 1) @ Pv).transpose(0, 1), q @ Pt
-        v_w = sm(k["_k_mix_v"](Pv, Yv, v_head.fc1.bias, gamma, v_head.fc2.weight[0], v_head.fc2.bias), vm[None])
-        t_w = sm(k["_k_mix_t"](Pt, Yt, t_head.fc1.bias, delta, t_head.fc2.weight[0], t_head.fc2.bias), tm[:, None])
-    fx = k["_k_factors"](gamma, delta, t_cv, ct_v, ct_cv, v_cv, cv2, t_ct, ct2, nv2[None], nt2[:, None])
-    t2v, v2t = k["_k_maxsim"](G, *fx, tm, vm.T.contiguous())
-    t2v = t2v.transpose(1, 2).masked_fill(~vm.any(-1)[None, :, None], 0.)                                       # (a, b, T)
-    v2t = v2t.transpose(1, 2).masked_fill(~tm.any(-1)[:, None, None], 0.)                                       # (a, b, V)
-    return 0.5 * ((t_w * t2v).sum(-1) + (v_w * v2t).sum(-1))
+        v_w = masked_softmax(v_head(v), vm).T[None].expand(a, V, b)
+        t_w = masked_softmax(t_head(t), tm)[:, :, None].expand(a, T, b)
+    fx = k["_k_factors"](gamma, delta, t_cv, ct_v, ct_cv, v_cv, cv2, t_ct, ct2, nv2, nt2[:, :, None])
+    t2v, v2t = k["_k_maxsim"](G, *fx, tm, vmT)
+    return k["_k_score"](t_w, t2v, v_w, v2t, tm.any(1)[:, None, None], vmT.any(0)[None, None])
 
 def compiled_kernels_available(device="cpu", dtype=torch.float32) -> bool:
     "Whether `kernels='compiled'` works here (compiles and checks the kernels once per device type and dtype; warns if not)."
