@@ -300,8 +300,9 @@ def _block_compiled(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, 
     Hr, wt = Pd.shape[-1], rec.token_weights == "reconstructed"
     PV = torch.cat([Pg - rec.gamma_mlp.fc1.bias, Pv], -1) if wt else Pg - rec.gamma_mlp.fc1.bias     # (b, V, H)
     PT = torch.cat([Pd - rec.delta_mlp.fc1.bias, Pt], -1) if wt else Pd - rec.delta_mlp.fc1.bias     # (a, T, H)
-    Yv = torch.bmm(p.to(PV.dtype).permute(2, 0, 1), PV).transpose(0, 1)[:, None]                    # (a, 1, b, H)
-    Yt = torch.bmm(q.to(PT.dtype).transpose(1, 2), PT)[:, None]                                     # (a, 1, b, H)
+    # (contiguous operands: the CPU bmm falls back to a per-matrix loop with copies for permuted ones)
+    Yv = torch.bmm(p.to(PV.dtype).permute(2, 0, 1).contiguous(), PV).transpose(0, 1)[:, None]       # (a, 1, b, H)
+    Yt = torch.bmm(q.to(PT.dtype).transpose(1, 2).contiguous(), PT)[:, None]                        # (a, 1, b, H)
     gamma = k["_k_diff"](PgT[None], Yv[..., :Hr], rec.gamma_mlp.fc2.weight[0], rec.gamma_mlp.fc2.bias, vmT[None])  # (a, V, b)
     delta = k["_k_diff"](Pd[:, :, None], Yt[..., :Hr], rec.delta_mlp.fc2.weight[0], rec.delta_mlp.fc2.bias, tmN)  # (a, T, b)
     if stats is not None: stats.add(gamma, vmT[None].expand_as(gamma), delta, tmN.expand_as(delta))
