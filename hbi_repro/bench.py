@@ -296,14 +296,17 @@ def bench_floor(out: str | None = "results/bench/floor.json", threads: int = 2, 
 from fastcore.script import call_parse, Param
 
 @call_parse
-def bench_cli(which: Param("model (issue-4 CPU targets), table8 (GPU) or video (decoding, cache)", str) = "model",
+def bench_cli(which: Param("model (issue-4 CPU targets), floor (HBI V2 inference vs its arithmetic floor), table8 (GPU) or video (decoding, cache)", str) = "model",
               out: Param("result JSON", str) = None):
-    "Speed benchmarks: tiny-model step/inference ratios on this CPU, Table VIII on a GPU, or video decoding."
+    "Speed benchmarks: tiny-model step/inference ratios on this CPU, the inference floor, Table VIII on a GPU, or video decoding."
     import json
-    if which not in ("model", "table8", "video"): raise SystemExit(f"--which must be model, table8 or video, not {which!r}")
+    if which not in ("model", "floor", "table8", "video"): raise SystemExit(f"--which must be model, floor, table8 or video, not {which!r}")
     if which == "video":
         from hbi_repro.data.video import bench_video
         print(json.dumps(bench_video(out or "results/bench/video.json"), indent=1)); return
+    if which == "floor":
+        r = bench_floor(out or "results/bench/floor.json")
+        print(json.dumps({k: v for k, v in r.items() if k not in ("times_all", "levels")}, indent=1)); return
     res = bench_model(out or "results/bench/model.json") if which == "model" else bench_table8(out or "results/bench/table8_gpu.json")
     print(json.dumps({k: {m: v[m] for m in ("step_s", "step_ratio", "inference_s", "inference_ratio") if m in v}
                       for k, v in res["rows"].items()}, indent=1))
