@@ -130,11 +130,11 @@ def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, ch
     (ia, span_t), (ib, span_v) = span_order(t_mask), span_order(v_mask)   # visit by span; blocks drop trailing padding
     t, t_mask, t_cls, v, v_mask = t[ia], t_mask[ia], t_cls[ia], v[ib], v_mask[ib]
     t, v = t * t_mask[..., None], v * v_mask[..., None]        # padded features never enter (they get 0 weight anyway)
-    if compiled:   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 floats per pair-sized tensor, split evenly
-        if t.device.type == "cuda": c = chunk or max(2, int(math.sqrt((1 << 27) / (T * V))))   # word-frame products
-        else:          # CPU: the pooled hidden rows (pairs, Hr + Hw) count too; they dominate at the event level (T·V = 8)
-            Hs = rec.gamma_mlp.fc1.out_features + max(t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
-            c = chunk or max(2, int(math.sqrt((1 << 21) / (T * V + Hs))))
+    if compiled:   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 floats per pair-sized tensor (GPU: 64×
+        # more), split evenly; the pooled hidden rows (pairs, Hr + Hw) count as well as the word-frame products (pairs, T·V):
+        # they dominate at the event level (T·V = 8), where blocks sized by T·V alone were 4096 wide on a GPU
+        Hs = rec.gamma_mlp.fc1.out_features + max(t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
+        c = chunk or max(2, int(math.sqrt((1 << 21) * (64 if t.device.type == "cuda" else 1) / (T * V + Hs))))
         a_edges, b_edges = _even_edges(A, c), _even_edges(B, c)
     else:          # blocks of ~2^22 hidden activations (GPU: 64× more; small blocks are launch-bound)
         H = max(rec.gamma_mlp.fc1.out_features, t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)

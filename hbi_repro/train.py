@@ -541,7 +541,8 @@ def train(cfg,                      # RunConfig
     data = train_set
     if frozen:
         cache = run_dir / "cache" / "train_features.pt"
-        if resume and cache.exists(): data = FeatureDataset(torch.load(cache, map_location="cpu"))
+        if resume and (ckdir / "last.pt").exists() and cache.exists():   # only a resumed run reuses its own cache
+            data = FeatureDataset(torch.load(cache, map_location="cpu"))
         elif train_features is not None: data = FeatureDataset(train_features)
         else:
             data = cache_features(model, train_set, cfg, device, precision, progress)

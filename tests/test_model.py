@@ -87,8 +87,8 @@ def test_compiled_inference_kernels_match_eager():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got, want = compiled.similarity(text, video), eager.similarity(text, video)
         assert R._COMPILE_OK[("cpu", torch.float32)]
-        assert R._COMPILE_OK.get(("cpu", torch.bfloat16), True)      # merged levels arrive in bf16: compiled too
-        torch.testing.assert_close(got.float(), want.float(), atol=0.1, rtol=0)  # bf16 products: rounding at 1e-2
+        assert R._COMPILE_OK[("cpu", torch.bfloat16)]                # merged levels arrive in bf16: compiled too
+        torch.testing.assert_close(got.float(), want.float(), atol=1e-2, rtol=0)  # bf16 products (ulp 4e-3 at |S| ≈ 0.65)
         e64, c64 = eager.double(), compiled.double()
         t64 = {k: x.double() if x.is_floating_point() else x for k, x in text.items()}
         v64 = {k: x.double() if x.is_floating_point() else x for k, x in video.items()}

@@ -180,6 +180,18 @@ def test_fresh_start_does_not_report_an_earlier_runs_best(tmp_path):
     assert s2["best"]["step"] is None and s2["best"]["test"] is None and s2["paths"]["best"] is None
     assert not (tmp_path / "checkpoints/best.pt").exists() and s2["last"]["test"] is not None
 
+
+def test_fresh_start_does_not_load_an_earlier_runs_feature_cache(tmp_path):
+    "resume=True without a checkpoint starts afresh: it encodes the train split again instead of loading a stale cache."
+    ch = {"train.freeze_encoders": True, "train.max_steps": 2}
+    run(tmp_path, **ch)
+    cache = tmp_path / "cache/train_features.pt"
+    good = torch.load(cache)
+    (tmp_path / "checkpoints/last.pt").unlink()
+    torch.save({k: torch.zeros_like(v) for k, v in good.items()}, cache)      # what another run might have left
+    run(tmp_path, resume=True, **ch)
+    assert torch.equal(torch.load(cache)["v"], good["v"])
+
 # -- evaluation dispatch -----------------------------------------------------------------------------------------
 class Oracle(nn.Module):
     "Scores = text·video of the raw vectors; perfect when texts equal their video."
