@@ -125,8 +125,12 @@ def load_trained(run_dir: str | Path, ckpt: str = "best"):
     if cfg.model.banzhaf_target == "learned":   # the estimator's weights are in the state dict; no checkpoint needed
         from dataclasses import replace
         cfg = replace(cfg, model=replace(cfg.model, estimator_checkpoint=None))
-    qa = [k for k in state if k.startswith("qa.") and k.endswith(".mlp.4.weight")]   # QAHead's last Linear
-    model = HBIModel(cfg, num_answers=state[qa[0]].shape[0] if qa else 0)
+    # head sizes come from the weights: QAHead's last Linear (the highest index in its mlp) and the caption embedding
+    import re
+    qa = sorted((int(m[1]), k) for k in state if (m := re.fullmatch(r"qa\.[^.]+\.mlp\.(\d+)\.weight", k)))
+    kw = {"num_answers": state[qa[-1][1]].shape[0] if qa else 0}
+    if "decoder.embed.weight" in state: kw["vocab_size"] = state["decoder.embed.weight"].shape[0]
+    model = HBIModel(cfg, **kw)
     model.load_state_dict(state)
     return model.eval(), cfg
 

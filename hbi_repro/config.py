@@ -107,7 +107,12 @@ def _parse_value(text: str, current):
         raise ValueError(f"expected a boolean, got {text!r}")
     if isinstance(current, (tuple, list)) or current is None or text.startswith(("[", "(")):
         try: v = json.loads(text.replace("(", "[").replace(")", "]").replace("'", '"'))
-        except json.JSONDecodeError: return None if text.lower() in ("none", "null") else text
+        except json.JSONDecodeError:
+            if isinstance(current, (tuple, list)):   # a list field given a bare word: say how to write it
+                raise ValueError(f"expected a JSON list such as {json.dumps(list(current))}, got {text!r}") from None
+            return None if text.lower() in ("none", "null") else text
+        if isinstance(current, (tuple, list)) and not isinstance(v, list):
+            raise ValueError(f"expected a JSON list such as {json.dumps(list(current))}, got {text!r}")
         return _to_tuple(v) if isinstance(v, list) else v
     if isinstance(current, int): return int(text)
     if isinstance(current, float): return float(text)
@@ -137,7 +142,9 @@ def override(cfg: RunConfig,  # the config to start from
         sub = getattr(cfg, sec)
         if name not in {f.name for f in dataclasses.fields(sub)}:
             raise KeyError(f"unknown config key {key!r}; fields of {sec}: {[f.name for f in dataclasses.fields(sub)]}")
-        if isinstance(value, str): value = _parse_value(value, getattr(sub, name))
+        if isinstance(value, str):
+            try: value = _parse_value(value, getattr(sub, name))
+            except ValueError as e: raise ValueError(f"config key {key!r}: {e}") from None
         elif isinstance(value, list): value = _to_tuple(value)
         cfg = replace(cfg, **{sec: replace(sub, **{name: value})})
     return cfg
@@ -238,12 +245,24 @@ def get_config(profile: str = "synthetic",  # smoke | synthetic | paper
     if task not in TASKS: raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
     cfg = override(RunConfig(profile=profile, preset=preset), TASKS[task])
     if dataset is not None: cfg = override(cfg, {"data.dataset": dataset, **DATASETS.get(dataset, {})})
+    else:   # a dataset named by the preset or an override gets its §4.1 lengths at the same place (the profile, the
+        # preset and explicit overrides still win)
+        named = _given(overrides, "data.dataset") or p.get("data.dataset")
+        if named in DATASETS: cfg = override(cfg, DATASETS[named])
     cfg = override(cfg, _profile_changes(profile))
     if profile != "paper" and task != "retrieval":
         cfg = override(cfg, {"data.dataset": "synthetic", "train.lr": 1e-3 if task == "qa" else 5e-4,
                              "train.epochs": cfg.train.epochs if task == "qa" else max(cfg.train.epochs, 1)})
     cfg = override(cfg, p)
     return override(cfg, overrides)
+
+def _given(changes, key: str):
+    "The value `changes` (a dict or \"key=value\" strings) gives `key`, as text; the last one wins; None if absent."
+    items = changes.items() if isinstance(changes, dict) else (str(s).split("=", 1) for s in changes if "=" in str(s))
+    found = None
+    for k, v in items:
+        if k.strip() == key: found = str(v).strip()
+    return found
 
 def config_dict(cfg: RunConfig) -> dict:
     "A JSON-ready dict of `cfg` (tuples become lists)."

@@ -64,7 +64,11 @@ def backbone(profile: str = "synthetic",     # smoke | synthetic (the paper prof
     epochs = epochs or (1 if profile == "smoke" else 8)
     cfg = get_config(profile, "T1/Baseline", overrides=[f"data.dataset={dataset}", f"train.epochs={epochs}", "train.max_steps=0",
                                                          f"train.seed={seed}", *overrides])
-    key = f"{profile}-{dataset}-e{epochs}-s{seed}-f{cfg.data.max_frames}-w{cfg.data.max_words}-n{cfg.data.num_videos}"
+    # the data settings that change the benchmark or its train/val split are part of the key (named only when they
+    # differ from the profile's, so existing caches keep their names)
+    base = get_config(profile, overrides=[f"data.dataset={dataset}"]).data
+    extra = "".join(f"-{k}{getattr(cfg.data, k)}" for k in ("seed", "val_fraction", "frame_size") if getattr(cfg.data, k) != getattr(base, k))
+    key = f"{profile}-{dataset}-e{epochs}-s{seed}-f{cfg.data.max_frames}-w{cfg.data.max_words}-n{cfg.data.num_videos}{extra}"
     out = Path(root) / key / "clip.pt"
     if out.exists(): return out
     from hbi_repro.train import train, atomic_torch_save

@@ -334,7 +334,12 @@ class HBIModel(nn.Module):
         if model.estimator is not None:
             if not cfg.model.estimator_checkpoint:
                 raise ValueError("banzhaf_target='learned' needs model.estimator_checkpoint (train one with `hbi-repro pretrain-estimator`)")
-            model.estimator.load_state_dict(torch.load(cfg.model.estimator_checkpoint, map_location="cpu"))
+            from hbi_repro.banzhaf import BanzhafEstimator
+            sd = torch.load(cfg.model.estimator_checkpoint, map_location="cpu")
+            planes = sd["cnn1.weight"].shape[0] if "cnn1.weight" in sd else model.estimator.planes
+            if planes != model.estimator.planes:   # `train_estimator` may have used another width than the default
+                model.estimator = BanzhafEstimator(planes, compat=model.estimator.compat).requires_grad_(False)
+            model.estimator.load_state_dict(sd)
         return model
 
 def _part(name: str):

@@ -50,3 +50,13 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make test" in ci
+
+
+def test_backbone_cache_key_names_split_settings(tmp_path):
+    "A backbone pretrained with another val carve or seed is not reused: those settings are in its cache key."
+    from hbi_repro.experiments import backbone
+    default = tmp_path / "smoke-synthetic-e1-s0-f8-w16-n48" / "clip.pt"            # the name existing caches have
+    other = tmp_path / "smoke-synthetic-e1-s0-f8-w16-n48-val_fraction0.2" / "clip.pt"
+    for p in (default, other): p.parent.mkdir(parents=True); p.write_bytes(b"")
+    assert backbone("smoke", root=tmp_path) == default
+    assert backbone("smoke", root=tmp_path, overrides=("data.val_fraction=0.2",)) == other

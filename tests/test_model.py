@@ -96,3 +96,36 @@ def test_compiled_inference_kernels_match_eager():
         assert R._COMPILE_OK[("cpu", torch.float64)]                 # float64 really ran compiled
     with pytest.raises(ValueError, match="eval.kernels"):
         HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["eval.kernels=fast"]))
+
+
+def test_pretrained_estimator_loads_into_the_model(tmp_path):
+    "What `pretrain-estimator` writes (train_estimator's own width) loads into HBIModel with banzhaf_target=learned."
+    from hbi_repro.banzhaf import train_estimator
+    g = torch.Generator().manual_seed(0)
+    N, T, V = 12, 5, 4
+    sims = torch.randn(N, T, V, generator=g)
+    tm, vm = torch.ones(N, T, dtype=torch.bool), torch.ones(N, V, dtype=torch.bool)
+    est, _ = train_estimator(sims, tm, vm, torch.randn(N, T, generator=g), torch.randn(N, V, generator=g), steps=2, generator=g)
+    path = tmp_path / "estimator.pt"
+    torch.save(est.state_dict(), path)
+    cfg = get_config("smoke", "T1/HBI-V2", overrides=["model.banzhaf_target=learned", f"model.estimator_checkpoint={path}"])
+    model = HBIModel.from_pretrained(cfg)
+    assert all(torch.equal(model.estimator.state_dict()[k], v) for k, v in est.state_dict().items())
+    with torch.no_grad():
+        torch.testing.assert_close(model.estimator(sims, tm, vm), est(sims, tm, vm))
+
+
+@pytest.mark.parametrize("task", ["qa", "caption"])
+def test_load_trained_rebuilds_task_heads(tmp_path, task):
+    "analysis.load_trained reads the answer vocabulary / caption vocabulary from the weights of a finished run."
+    import json
+    from hbi_repro.config import config_dict
+    from hbi_repro.analysis import load_trained
+    cfg = get_config("smoke", task=task)
+    torch.manual_seed(0)
+    model = HBIModel(cfg, **({"num_answers": 7} if task == "qa" else {"vocab_size": 50}))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.json").write_text(json.dumps(config_dict(cfg)))
+    torch.save({"model": model.state_dict()}, tmp_path / "checkpoints" / "best.pt")
+    got, _ = load_trained(tmp_path)
+    assert all(torch.equal(got.state_dict()[k], v) for k, v in model.state_dict().items())
