@@ -200,8 +200,11 @@ def _sampled_half(sim, e, A, Bs):
     return D @ M
 
 def _draw(mask, S, generator):
-    "(B, S, N) bool: each valid token in with probability ½."
-    u = torch.rand(mask.shape[0], S, mask.shape[1], generator=generator, device=mask.device)
+    "(B, S, N) bool: each valid token in with probability ½; a row's k-th valid token gets the k-th draws, so padding (how much, and where) does not change the coalitions."
+    B, N = mask.shape
+    rank = (mask.long().cumsum(1) - 1).clamp_min(0)                                # (B, N) place among the row's valid tokens
+    u = torch.rand(max(1, int(mask.sum(1).max())), B, S, generator=generator, device=mask.device)   # (K, B, S)
+    u = u.permute(1, 2, 0).gather(2, rank[:, None, :].expand(B, S, N))            # (B, S, N)
     return (u < 0.5) & mask[:, None, :]
 
 def _sampled(sim, t_mask, v_mask, t_weight, v_weight, num_samples=100, generator=None, chunk_elems=2 ** 22):
@@ -211,9 +214,9 @@ def _sampled(sim, t_mask, v_mask, t_weight, v_weight, num_samples=100, generator
     et, ev = _exp_weights(t_weight, t_mask), _exp_weights(v_weight, v_mask)
     acc = torch.zeros(B, T, V, dtype=torch.float64, device=sim.device)
     step = max(1, chunk_elems // max(1, B * max(T, V) ** 2))
-    for s0 in range(0, num_samples, step):
-        S = min(step, num_samples - s0)
-        A, Bs = _draw(t_mask, S, generator), _draw(v_mask, S, generator)
+    A_all, B_all = _draw(t_mask, num_samples, generator), _draw(v_mask, num_samples, generator)   # all draws first: the
+    for s0 in range(0, num_samples, step):                          # chunking (which depends on T, V) cannot change them
+        A, Bs = A_all[:, s0:s0 + step], B_all[:, s0:s0 + step]
         acc += _sampled_half(a, et, A, Bs) + _sampled_half(a.transpose(1, 2), ev, Bs, A).transpose(1, 2)
     return 0.5 * acc / num_samples
 
