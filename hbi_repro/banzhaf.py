@@ -203,9 +203,9 @@ def _draw(mask, S, generator):
     "(B, S, N) bool: each valid token in with probability ½; a row's k-th valid token gets the k-th draws, so padding (how much, and where) does not change the coalitions."
     B, N = mask.shape
     rank = (mask.long().cumsum(1) - 1).clamp_min(0)                                # (B, N) place among the row's valid tokens
-    u = torch.rand(max(1, int(mask.sum(1).max())), B, S, generator=generator, device=mask.device)   # (K, B, S)
-    u = u.permute(1, 2, 0).gather(2, rank[:, None, :].expand(B, S, N))            # (B, S, N)
-    return (u < 0.5) & mask[:, None, :]
+    K = max(1, int(mask.sum(1).max())) if B else 1
+    inside = torch.rand(K, B, S, generator=generator, device=mask.device) < 0.5   # (K, B, S)
+    return inside.permute(1, 2, 0).gather(2, rank[:, None, :].expand(B, S, N)) & mask[:, None, :]   # (B, S, N)
 
 def _sampled(sim, t_mask, v_mask, t_weight, v_weight, num_samples=100, generator=None, chunk_elems=2 ** 22):
     "Vectorised Monte Carlo estimate of Eq. 1: all pairs and a chunk of samples at once. (B,T,V) float64."

@@ -238,17 +238,18 @@ def get_config(profile: str = "synthetic",  # smoke | synthetic | paper
               ) -> RunConfig:
     "Build the config of one run: paper defaults → task → dataset → profile → preset → overrides."
     if profile not in PROFILES: raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    overrides = overrides if isinstance(overrides, dict) else list(overrides)   # read twice below
     p = dict(PRESETS[preset]) if preset is not None else {}
     if preset is not None and preset not in PRESETS: raise KeyError(f"unknown preset {preset!r}")
     task = task or p.pop("task", "retrieval")
     p.pop("task", None)
     if task not in TASKS: raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
     cfg = override(RunConfig(profile=profile, preset=preset), TASKS[task])
-    if dataset is not None: cfg = override(cfg, {"data.dataset": dataset, **DATASETS.get(dataset, {})})
-    else:   # a dataset named by the preset or an override gets its §4.1 lengths at the same place (the profile, the
-        # preset and explicit overrides still win)
-        named = _given(overrides, "data.dataset") or p.get("data.dataset")
-        if named in DATASETS: cfg = override(cfg, DATASETS[named])
+    if dataset is not None: cfg = override(cfg, {"data.dataset": dataset})
+    # the §4.1 lengths of the dataset the run ends up with (an override, else the preset, else `dataset`); the
+    # profile, the preset and explicit overrides still win
+    named = _given(overrides, "data.dataset") or p.get("data.dataset") or dataset
+    if named in DATASETS: cfg = override(cfg, DATASETS[named])
     cfg = override(cfg, _profile_changes(profile))
     if profile != "paper" and task != "retrieval":
         cfg = override(cfg, {"data.dataset": "synthetic", "train.lr": 1e-3 if task == "qa" else 5e-4,

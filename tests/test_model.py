@@ -115,15 +115,17 @@ def test_pretrained_estimator_loads_into_the_model(tmp_path):
         torch.testing.assert_close(model.estimator(sims, tm, vm), est(sims, tm, vm))
 
 
-@pytest.mark.parametrize("task", ["qa", "caption"])
+@pytest.mark.parametrize("task", ["qa", "caption", "learned"])
 def test_load_trained_rebuilds_task_heads(tmp_path, task):
-    "analysis.load_trained reads the answer vocabulary / caption vocabulary from the weights of a finished run."
+    "analysis.load_trained reads the answer vocabulary, caption vocabulary and estimator width from a finished run's weights."
     import json
     from hbi_repro.config import config_dict
     from hbi_repro.analysis import load_trained
-    cfg = get_config("smoke", task=task)
+    from hbi_repro.banzhaf import BanzhafEstimator
+    cfg = get_config("smoke", "T1/HBI-V2", overrides=["model.banzhaf_target=learned"]) if task == "learned" else get_config("smoke", task=task)
     torch.manual_seed(0)
-    model = HBIModel(cfg, **({"num_answers": 7} if task == "qa" else {"vocab_size": 50}))
+    model = HBIModel(cfg, **({"num_answers": 7} if task == "qa" else {"vocab_size": 50} if task == "caption" else {}))
+    if task == "learned": model.estimator = BanzhafEstimator(32)       # the width `pretrain-estimator` trains
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "config.json").write_text(json.dumps(config_dict(cfg)))
     torch.save({"model": model.state_dict()}, tmp_path / "checkpoints" / "best.pt")

@@ -191,6 +191,10 @@ def test_fresh_start_does_not_load_an_earlier_runs_feature_cache(tmp_path):
     torch.save({k: torch.zeros_like(v) for k, v in good.items()}, cache)      # what another run might have left
     run(tmp_path, resume=True, **ch)
     assert torch.equal(torch.load(cache)["v"], good["v"])
+    # features handed in (the shared-features path of run_rows) replace the folder's cache, so a resume finds them
+    given = {k: torch.randn_like(v) for k, v in good.items()}
+    T.train(small_cfg(**ch), tmp_path, train_set=fake_pairs(48), model=FakeRetrieval(), train_features=given)
+    assert torch.equal(torch.load(cache)["v"], given["v"])
 
 # -- evaluation dispatch -----------------------------------------------------------------------------------------
 class Oracle(nn.Module):
