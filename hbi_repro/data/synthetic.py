@@ -248,7 +248,10 @@ def _make_twin(rng, ev: list) -> tuple:
     if kind == "order": new[i], new[j] = ev[j], ev[i]
     elif kind == "binding": new[i], new[j] = (ev[j][0], ev[i][1], ev[i][2]), (ev[i][0], ev[j][1], ev[j][2])
     else: new[i], new[j] = (ev[i][0], ev[i][1], ev[j][2]), (ev[j][0], ev[j][1], ev[i][2])
-    if len({(c, s) for c, s, _ in new}) < len(new): kind, new = "order", [ev[i + 1] if k == i else ev[i] if k == i + 1 else e for k, e in enumerate(ev)]
+    # fall back to swapping two neighbours (no random draw, so later videos are unchanged) where the swap made two
+    # objects alike, or changed nothing (a binding swap of two objects of one colour, possible with E > 5)
+    if new == ev or len({(c, s) for c, s, _ in new}) < len(new):
+        kind, new = "order", [ev[i + 1] if k == i else ev[i] if k == i + 1 else e for k, e in enumerate(ev)]
     return kind, new
 
 def _layout(rng, ev: list, n_distract: int, size: int) -> tuple:
