@@ -17,7 +17,7 @@ __all__ = ['OUTPUT_DIRS', 'PACKAGES', 'git_state', 'package_versions', 'device_i
 OUTPUT_DIRS = ("results", "runs")   # what runs write: not code, so never makes the tree dirty (results/reference/ excepted)
 
 def git_state(path: str | Path = ".") -> dict:
-    "Git commit SHA and whether tracked files outside `OUTPUT_DIRS` have uncommitted changes (`None`s outside a repository)."
+    "Git commit SHA and whether files outside `OUTPUT_DIRS` have uncommitted changes or are untracked (`None`s outside a repository)."
     def run(*args):
         return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, timeout=20)
     try:
@@ -25,7 +25,8 @@ def git_state(path: str | Path = ".") -> dict:
         if sha.returncode != 0: return {"sha": None, "dirty": None}
         # a run that re-writes committed result files (results/...) must not flag its own outputs as uncommitted code;
         # results/reference/ (the paper's numbers) is an input and counts. Porcelain paths are relative to the top level.
-        status = run("status", "--porcelain", "--untracked-files=no").stdout.splitlines()
+        # untracked files count too (a new module that a run imports is code the SHA does not describe); ignored ones not
+        status = run("status", "--porcelain", "--untracked-files=normal").stdout.splitlines()
         def output(p): return p.split("/", 1)[0] in OUTPUT_DIRS and not p.startswith("results/reference/")
         dirty = [l for l in status if not output(l[3:].split(" -> ")[-1].strip('"'))]
         return {"sha": sha.stdout.strip(), "dirty": bool(dirty)}

@@ -160,7 +160,7 @@ class FrameCache:
     def get(self, key: str):
         f = self._file(key)
         try: arr = np.load(f)
-        except (FileNotFoundError, ValueError, OSError): self.misses += 1; return None
+        except (FileNotFoundError, ValueError, OSError, EOFError): self.misses += 1; return None   # EOFError: an empty file
         self.hits += 1
         return arr
 
@@ -168,7 +168,7 @@ class FrameCache:
         f = self._file(key); f.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=f.parent, prefix=f".{f.stem}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as fh: np.save(fh, arr)
+            with os.fdopen(fd, "wb") as fh: np.save(fh, arr); fh.flush(); os.fsync(fh.fileno())   # on disk before it is visible
             os.replace(tmp, f)
         except BaseException:
             if os.path.exists(tmp): os.unlink(tmp)
