@@ -248,8 +248,8 @@ def _make_twin(rng, ev: list) -> tuple:
     if kind == "order": new[i], new[j] = ev[j], ev[i]
     elif kind == "binding": new[i], new[j] = (ev[j][0], ev[i][1], ev[i][2]), (ev[i][0], ev[j][1], ev[j][2])
     else: new[i], new[j] = (ev[i][0], ev[i][1], ev[j][2]), (ev[j][0], ev[j][1], ev[i][2])
-    # fall back to swapping two neighbours (no random draw, so later videos are unchanged) where the swap made two
-    # objects alike, or changed nothing (a binding swap of two objects of one colour, possible with E > 5)
+    # fall back to swapping two neighbours where the swap made two objects alike, or changed nothing (a binding swap
+    # of two objects of one colour, possible only with E > 5: the long variant; the standard benchmark is unchanged)
     if new == ev or len({(c, s) for c, s, _ in new}) < len(new):
         kind, new = "order", [ev[i + 1] if k == i else ev[i] if k == i + 1 else e for k, e in enumerate(ev)]
     return kind, new
