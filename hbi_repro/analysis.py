@@ -131,10 +131,7 @@ def load_trained(run_dir: str | Path, ckpt: str = "best"):
     kw = {"num_answers": state[qa[-1][1]].shape[0] if qa else 0}
     if "decoder.embed.weight" in state: kw["vocab_size"] = state["decoder.embed.weight"].shape[0]
     model = HBIModel(cfg, **kw)
-    w = state.get("estimator.cnn1.weight")
-    if model.estimator is not None and w is not None and w.shape[0] != model.estimator.planes:   # trained at another width
-        from hbi_repro.banzhaf import BanzhafEstimator
-        model.estimator = BanzhafEstimator(w.shape[0], compat=model.estimator.compat).requires_grad_(False)
+    model.fit_estimator_width(state.get("estimator.cnn1.weight"))
     model.load_state_dict(state)
     return model.eval(), cfg
 

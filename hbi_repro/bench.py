@@ -145,18 +145,22 @@ def _encode_all(m, batches, n_text, n_video):
     return {k: x[:n_text] for k, x in t.items()}, {k: x[:n_video] for k, x in v.items()}
 
 # %% ../nbs/13_bench.ipynb #eaaff519
-def step_breakdown(preset: str,               # e.g. "T1/HBI-V2"
-                   profile: str = "smoke", batch_size: int = 32, frames: int = 12, words: int = 32,
-                   steps: int = 5, warmup: int = 2, overrides: tuple = (), device: str = "cpu", seed: int = 0) -> dict:
-    "Milliseconds per training step in each labelled part of the forward (`model._part`), the backward and the optimizer."
-    from torch.profiler import profile as _profile, record_function, ProfilerActivity
+def _training_setup(preset, profile, batch_size, frames, words, overrides, device, seed) -> tuple:
+    "(model in train mode, AdamW, one synthetic batch) for timing or profiling training steps of `preset`."
     from hbi_repro.model import HBIModel
     cfg = get_config(profile, preset, overrides=["data.max_frames=%d" % frames, "data.max_words=%d" % words, *overrides])
     torch.manual_seed(seed)
     m = HBIModel(cfg).to(device).train()
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
     size = m.clip.visual.image_size
-    batch = synthetic_batch(batch_size, frames, words, size[0] if isinstance(size, (tuple, list)) else size, device, seed)
+    return m, opt, synthetic_batch(batch_size, frames, words, size[0] if isinstance(size, (tuple, list)) else size, device, seed)
+
+def step_breakdown(preset: str,               # e.g. "T1/HBI-V2"
+                   profile: str = "smoke", batch_size: int = 32, frames: int = 12, words: int = 32,
+                   steps: int = 5, warmup: int = 2, overrides: tuple = (), device: str = "cpu", seed: int = 0) -> dict:
+    "Milliseconds per training step in each labelled part of the forward (`model._part`), the backward and the optimizer."
+    from torch.profiler import profile as _profile, record_function, ProfilerActivity
+    m, opt, batch = _training_setup(preset, profile, batch_size, frames, words, overrides, device, seed)
     def step():
         with record_function("hbi/forward"): out = m(batch)
         opt.zero_grad(set_to_none=True)
@@ -212,13 +216,7 @@ def _hidden_sum(P: torch.Tensor,   # (n, H) per-token first-layer rows
 def ops_per_step(preset: str, batch_size: int = 32, frames: int = 12, words: int = 32, overrides: tuple = (), seed: int = 0) -> int:
     "Top-level aten operations in one training step (forward, backward, optimizer) of the tiny model on the CPU."
     from torch.profiler import profile as _profile, ProfilerActivity
-    from hbi_repro.model import HBIModel
-    cfg = get_config("smoke", preset, overrides=["data.max_frames=%d" % frames, "data.max_words=%d" % words, *overrides])
-    torch.manual_seed(seed)
-    m = HBIModel(cfg).train()
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
-    size = m.clip.visual.image_size
-    batch = synthetic_batch(batch_size, frames, words, size[0] if isinstance(size, (tuple, list)) else size, "cpu", seed)
+    m, opt, batch = _training_setup(preset, "smoke", batch_size, frames, words, overrides, "cpu", seed)
     def step():
         with torch.enable_grad():      # also when called under no_grad (bench_floor)
             out = m(batch); opt.zero_grad(set_to_none=True); out["loss"].backward(); opt.step()

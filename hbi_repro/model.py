@@ -324,6 +324,12 @@ class HBIModel(nn.Module):
         return mt["sim"], tm, vm, mt["t_weight"], mt["v_weight"]
 
     # -- loading -------------------------------------------------------------------------------------------
+    def fit_estimator_width(self, first_conv: torch.Tensor | None):
+        "Rebuild the learned estimator at the width of a checkpoint's first conv weight (P, 1, 3, 3); no-op if it matches."
+        if self.estimator is None or first_conv is None or first_conv.shape[0] == self.estimator.planes: return
+        from hbi_repro.banzhaf import BanzhafEstimator
+        self.estimator = BanzhafEstimator(first_conv.shape[0], compat=self.estimator.compat).requires_grad_(False)
+
     @classmethod
     def from_pretrained(cls, cfg: RunConfig, **kw) -> "HBIModel":
         "Build from `cfg` and load the CLIP weights (and the learned Banzhaf estimator) from the paths it names."
@@ -334,11 +340,8 @@ class HBIModel(nn.Module):
         if model.estimator is not None:
             if not cfg.model.estimator_checkpoint:
                 raise ValueError("banzhaf_target='learned' needs model.estimator_checkpoint (train one with `hbi-repro pretrain-estimator`)")
-            from hbi_repro.banzhaf import BanzhafEstimator
             sd = torch.load(cfg.model.estimator_checkpoint, map_location="cpu")
-            planes = sd["cnn1.weight"].shape[0] if "cnn1.weight" in sd else model.estimator.planes
-            if planes != model.estimator.planes:   # `train_estimator` may have used another width than the default
-                model.estimator = BanzhafEstimator(planes, compat=model.estimator.compat).requires_grad_(False)
+            model.fit_estimator_width(sd.get("cnn1.weight"))   # `train_estimator` may have used another width
             model.estimator.load_state_dict(sd)
         return model
 

@@ -237,7 +237,7 @@ def _compiled(fn):
 # Every per-pair quantity is stored in the (a, N, b) layout: texts outermost, then tokens, the block's videos
 # innermost, so that the softmaxes over ≤ 32 tokens and all reductions over tokens run across an outer axis and
 # vectorise over videos (with the tokens innermost, Inductor's and ATen's CPU code for these short reductions was
-# 3-10× slower). The pooled first-layer rows (Y = W1 c: (pairs, hidden)) come from batched matrix products outside
+# up to 10× slower). The pooled first-layer rows (Y = W1 c: (pairs, hidden)) come from batched matrix products outside
 # the kernels: forming them inside was 2.7× slower on an H200 (`results/bench/gpu_kernels_check_rows-in-kernel.json`).
 def _k_softmax(x, mask, scale: float):   # masked softmax over axis 1 of (a, N, b); Eqs. 2, 4 and the weights of Eq. 12
     return masked_softmax(scale * x, mask, dim=1)
@@ -245,7 +245,7 @@ def _k_softmax(x, mask, scale: float):   # masked softmax over axis 1 of (a, N, 
 def _k_gram(G, p, q, Gvv, t_ct):         # G (a,T,V,b), p (a,V,b), q (a,T,b), Gvv (V,V,b) = ⟨v_i,v_j⟩, t_ct (a,T,b) = ⟨t,c^t⟩
     "Inner products of the expansion: ⟨t,c^v⟩, ⟨c^t,v⟩ (a,N,b), ⟨c^t,c^v⟩ (a,1,b), ⟨v,c^v⟩ (a,V,b), ‖c^v‖², ‖c^t‖² (a,1,b)."
     t_cv, ct_v = (G * p[:, None]).sum(2), (G * q[:, :, None]).sum(1)
-    v_cv = (p[:, :, None] * Gvv).sum(1)                                     # Gvv symmetric
+    v_cv = (p[:, :, None] * Gvv).sum(1)                                     # Σ_i p_i ⟨v_i, v_j⟩
     return (t_cv, ct_v, (q * t_cv).sum(1, keepdim=True), v_cv, (p * v_cv).sum(1, keepdim=True),
             (q * t_ct).sum(1, keepdim=True))
 

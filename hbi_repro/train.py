@@ -543,11 +543,9 @@ def train(cfg,                      # RunConfig
         cache = run_dir / "cache" / "train_features.pt"
         if resume and (ckdir / "last.pt").exists() and cache.exists():   # only a resumed run reuses its own cache
             data = FeatureDataset(torch.load(cache, map_location="cpu"))
-        elif train_features is not None:
-            data = FeatureDataset(train_features)
-            if rank == 0: atomic_torch_save(data.features, cache)   # a resumed run must find these, not an older cache
-        else:
-            data = cache_features(model, train_set, cfg, device, precision, progress)
+        else:   # handed in or encoded now; saved either way, so a later resume finds these and not an older cache
+            data = FeatureDataset(train_features) if train_features is not None else \
+                   cache_features(model, train_set, cfg, device, precision, progress)
             if rank == 0: atomic_torch_save(data.features, cache)
     collate = FeatureDataset.collate_fn if frozen else _collate_for(train_set)
     steps_per_epoch = len(data) // tr.batch_size
