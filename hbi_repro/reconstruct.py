@@ -12,7 +12,7 @@ from .similarity import masked_softmax, WeightHead, token_interaction, matched_i
 
 # %% auto #0
 __all__ = ['KERNELS', 'masked_mean', 'Reconstruction', 'pairwise_similarity', 'pairwise_similarity_materialised',
-           'compiled_kernels_available', 'bench_similarity']
+           'compiled_kernels_available', 'fused_kernel_available', 'bench_similarity']
 
 # %% ../nbs/04_reconstruct.ipynb #7aabede3
 def masked_mean(x: torch.Tensor,     # (..., N, D)
@@ -120,27 +120,32 @@ def pairwise_similarity(rec: Reconstruction,
     if not rec.enabled:
         S = token_interaction(t, t_mask, v, v_mask, t_weight_head(t), v_weight_head(v), chunk=chunk)
         return (S, {}) if return_stats else S
-    compiled = kernels == "compiled" and not torch.is_grad_enabled() and compiled_kernels_available(t.device, t.dtype)
-    return _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats, compiled)
+    impl = "eager"
+    if kernels == "compiled" and not torch.is_grad_enabled():   # the fastest compiled path that works here
+        if not return_stats and fused_kernel_available(t.device, t.dtype): impl = "fused"
+        elif compiled_kernels_available(t.device, t.dtype): impl = "compiled"
+    return _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats, impl)
 
-def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats, compiled: bool):
+def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats,
+              impl: str):   # "eager" (`_block`), "compiled" (Inductor: `_block_compiled`) or "fused" (C++: `_block_fused`)
     "`pairwise_similarity` once the kernels are chosen: per-token terms once, then blocks of texts × videos."
     (A, T, D), (B, V, _) = t.shape, v.shape
     t_mask, v_mask = t_mask.bool(), v_mask.bool()
     (ia, span_t), (ib, span_v) = span_order(t_mask), span_order(v_mask)   # visit by span; blocks drop trailing padding
     t, t_mask, t_cls, v, v_mask = t[ia], t_mask[ia], t_cls[ia], v[ib], v_mask[ib]
     t, v = t * t_mask[..., None], v * v_mask[..., None]        # padded features never enter (they get 0 weight anyway)
-    if compiled:   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 floats per pair-sized tensor (GPU: 64×
+    if impl != "eager":   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 floats per pair-sized tensor (GPU: 64×
         # more), split evenly; the pooled hidden rows (pairs, Hr + Hw) count as well as the word-frame products (pairs, T·V):
         # they dominate at the event level (T·V = 8), where blocks sized by T·V alone were 4096 wide on a GPU
         Hs = rec.gamma_mlp.fc1.out_features + max(t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
         c = chunk or max(2, int(math.sqrt((1 << 21) * (64 if t.device.type == "cuda" else 1) / (T * V + Hs))))
-        a_edges, b_edges = _even_edges(A, c), _even_edges(B, c)
+        a_edges = _even_edges(A, c)   # the fused kernel takes videos in groups of 16
+        b_edges = [*range(0, B, max(16, 16 * round(c / 16))), B] if impl == "fused" else _even_edges(B, c)
     else:          # blocks of ~2^22 hidden activations (GPU: 64× more; small blocks are launch-bound)
         H = max(rec.gamma_mlp.fc1.out_features, t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
         c = chunk or max(1, int(math.sqrt((1 << 22) * (64 if t.device.type == "cuda" else 1) / ((T + V) * H))))
         a_edges, b_edges = [*range(0, A, c), A], [*range(0, B, c), B]
-    block = _block_compiled if compiled else _block
+    block = _block if impl == "eager" else _block_compiled if impl == "compiled" else _block_fused   # (defined below)
     # per-token terms (first layers, Gram matrices), once
     Pg = v @ rec.gamma_mlp.fc1.weight.T + rec.gamma_mlp.fc1.bias   # (B, V, Hr)  W1 v + b1 of the γ MLP
     Pd = t @ rec.delta_mlp.fc1.weight.T + rec.delta_mlp.fc1.bias   # (A, T, Hr)
@@ -151,7 +156,7 @@ def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, ch
     stats = _Stats() if return_stats else None
     S = t.new_empty(A, B, dtype=torch.promote_types(t.dtype, torch.float32))
     # compiled: allow the kernels more shape variants (block edges, levels, dtypes) than torch.compile's default 8
-    with (torch._dynamo.config.patch(recompile_limit=64) if compiled else contextlib.nullcontext()):
+    with (torch._dynamo.config.patch(recompile_limit=64) if impl == "compiled" else contextlib.nullcontext()):
         for a0, a1 in zip(a_edges[:-1], a_edges[1:]):
             a, Ta = slice(a0, a1), max(1, int(span_t[a0]))
             for b0, b1 in zip(b_edges[:-1], b_edges[1:]):
@@ -335,8 +340,8 @@ def compiled_kernels_available(device="cpu", dtype=torch.float32) -> bool:
                 t, v, tc = (torch.randn(*s, generator=g).to(device=device, dtype=dtype) for s in ((A, T, D), (B, V, D), (A, D)))
                 tm = (torch.arange(T) < torch.tensor([7, 5, 3, 6, 2])[:, None]).to(device)
                 vm = (torch.arange(V) < torch.tensor([4, 3, 2, 4, 3, 2])[:, None]).to(device)
-                got = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, compiled=True)
-                want = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, compiled=False)
+                got = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="compiled")
+                want = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="eager")
             tol = 1e-4 if torch.finfo(dtype).bits >= 32 else 5e-2
             _COMPILE_OK[key] = bool(torch.allclose(got.float(), want.float(), atol=tol))
             if not _COMPILE_OK[key]: warnings.warn(f"compiled kernels disagree with the eager ones on {key}; using eager")
@@ -344,6 +349,256 @@ def compiled_kernels_available(device="cpu", dtype=torch.float32) -> bool:
             warnings.warn(f"kernels='compiled' is unavailable on {key} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); using the eager kernels")
             _COMPILE_OK[key] = False
     return _COMPILE_OK[key]
+
+# %% ../nbs/04_reconstruct.ipynb #ab9470bf
+_FUSED_SRC = r"""
+// Eq. 12 on reconstructed tokens (Eqs. 2-5) for one block of na texts x nb videos (nb a multiple of 16):
+// one text and 16 videos per step, the 16 pairs in the lanes of one vector. Layouts as in _block_fused.
+#include <cstdlib>
+#include <cstdint>
+#include <cfloat>
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t i16 __attribute__((vector_size(64)));
+#define L 16
+static inline v16 ld(const float *p) { v16 x; __builtin_memcpy(&x, p, sizeof x); return x; }
+static inline v16 bc(float s) { return v16{} + s; }
+static inline v16 vmax(v16 a, v16 b) { return a > b ? a : b; }
+static inline v16 relu(v16 a) { return a > 0.f ? a : 0.f; }
+static inline v16 vexp(v16 x) {   // Cephes expf: |rel err| < 2e-7 on [-87, 88]
+  x = x < -87.3f ? bc(-87.3f) : x; x = x > 88.3f ? bc(88.3f) : x;
+  v16 n = __builtin_convertvector(__builtin_convertvector(x * 1.44269504088896341f + (x >= 0.f ? 0.5f : -0.5f), i16), v16);
+  v16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  v16 pp = bc(1.9875691500e-4f);
+  pp = pp * r + 1.3981999507e-3f; pp = pp * r + 8.3334519073e-3f; pp = pp * r + 4.1665795894e-2f;
+  pp = pp * r + 1.6666665459e-1f; pp = pp * r + 5.0000001201e-1f;
+  v16 y = pp * r * r + r + 1.f;
+  i16 e = (__builtin_convertvector(n, i16) + 127) << 23; v16 s; __builtin_memcpy(&s, &e, sizeof s);
+  return y * s;
+}
+// masked softmax over n entries of one lane vector each; m[k] is 0/1 per lane
+static inline void msoftmax(v16 *x, const v16 *m, int n, float scale) {
+  v16 mx = bc(-FLT_MAX);
+  for (int k = 0; k < n; k++) mx = m[k] > 0.f ? vmax(mx, scale * x[k]) : mx;
+  v16 s = bc(0.f);
+  for (int k = 0; k < n; k++) { x[k] = m[k] > 0.f ? vexp(scale * x[k] - mx) : 0.f; s += x[k]; }
+  v16 inv = s > 0.f ? 1.f / s : 0.f;
+  for (int k = 0; k < n; k++) x[k] *= inv;
+}
+extern "C" void hbi_block_lanes(int na, int nb, int T, int V, int Hr, int Hw, int weights_mode, float scale,
+    const float *G,    // (na, T, V, nb)
+    const float *LP,   // (na, V, nb) <t_cls, v>
+    const float *LQ,   // (na, T, nb) <t, v_mean>
+    const float *Gvv,  // (V, V, nb)
+    const float *Gtt,  // (na, T, T)
+    const float *PV,   // (V, H, nb)  [W1 v of gamma | of the v head], no biases
+    const float *PT,   // (na, T, H)
+    const uint8_t *vm, const uint8_t *tm,   // (V, nb), (na, T)
+    const float *b1g, const float *w2g, float b2g, const float *b1d, const float *w2d, float b2d,
+    const float *b1v, const float *w2v, float b2v, const float *b1t, const float *w2t, float b2t,
+    const float *VW, const float *TW,   // weights_mode 1: (V, nb), (na, T)
+    float *S, int nthreads)             // (na, nb)
+{
+  const int H = Hr + Hw, W = nb / L;
+  const size_t nbs = nb;
+  #pragma omp parallel num_threads(nthreads)
+  {
+    v16 *buf = (v16 *)aligned_alloc(64, sizeof(v16) * (4 * H + 24 * (T + V) + 16));
+    v16 *Yv = buf, *Yt = Yv + H, *p = Yt + H, *q = p + V, *vmk = q + T, *tmk = vmk + V, *t_cv = tmk + T, *ct_v = t_cv + T,
+        *v_cv = ct_v + V, *t_ct = v_cv + V, *gam = t_ct + T, *del = gam + V, *vw = del + T, *tw = vw + V, *t2v = tw + T,
+        *v2t = t2v + T, *xd = v2t + V, *p1 = xd + T, *p2 = p1 + T, *p3 = p2 + T, *yg = p3 + T, *y = yg + V, *q2 = y + V,
+        *cv = q2 + V, *ct = cv + H;   // cv, ct hold H entries each: end of buffer
+    #pragma omp for collapse(2) schedule(static)
+    for (int i = 0; i < na; i++) for (int w = 0; w < W; w++) {
+      const int j0 = w * L;
+      v16 v_any = bc(0.f); float t_any = 0.f;
+      for (int l = 0; l < V; l++) { v16 m; for (int u = 0; u < L; u++) m[u] = vm[l * nbs + j0 + u] ? 1.f : 0.f; vmk[l] = m; v_any = vmax(v_any, m); }
+      for (int k = 0; k < T; k++) { tmk[k] = bc(tm[(size_t)i * T + k] ? 1.f : 0.f); t_any = t_any > tmk[k][0] ? t_any : tmk[k][0]; }
+      for (int l = 0; l < V; l++) p[l] = ld(LP + ((size_t)i * V + l) * nbs + j0);
+      for (int k = 0; k < T; k++) q[k] = ld(LQ + ((size_t)i * T + k) * nbs + j0);
+      msoftmax(p, vmk, V, scale); msoftmax(q, tmk, T, scale);
+      // inner products of the expansion
+      const float *Gi = G + (size_t)i * T * V * nbs + j0;
+      for (int l = 0; l < V; l++) ct_v[l] = bc(0.f);
+      v16 ct_cv = bc(0.f);
+      for (int k = 0; k < T; k++) { v16 s = bc(0.f);
+        for (int l = 0; l < V; l++) { v16 g = ld(Gi + ((size_t)k * V + l) * nbs); s += g * p[l]; ct_v[l] += q[k] * g; }
+        t_cv[k] = s; ct_cv += q[k] * s; }
+      v16 cv2 = bc(0.f);
+      for (int l = 0; l < V; l++) { v16 s = bc(0.f);
+        for (int m = 0; m < V; m++) s += p[m] * ld(Gvv + ((size_t)m * V + l) * nbs + j0);
+        v_cv[l] = s; cv2 += p[l] * s; }
+      v16 ct2 = bc(0.f);
+      const float *Gti = Gtt + (size_t)i * T * T;
+      for (int k = 0; k < T; k++) { v16 s = bc(0.f);
+        for (int m = 0; m < T; m++) s += q[m] * Gti[m * T + k];
+        t_ct[k] = s; ct2 += q[k] * s; }
+      // pooled first-layer rows
+      const float *PTi = PT + (size_t)i * T * H;
+      for (int h0 = 0; h0 < H; h0 += 8) {            // 8 independent accumulators per pass (FMA latency)
+        const int nh = H - h0 < 8 ? H - h0 : 8;
+        v16 av[8], at[8];
+        for (int u = 0; u < 8; u++) { av[u] = bc(0.f); at[u] = bc(0.f); }
+        for (int l = 0; l < V; l++) { const float *P = PV + ((size_t)l * H + h0) * nbs + j0; const v16 pl = p[l];
+          for (int u = 0; u < nh; u++) av[u] += pl * ld(P + u * nbs); }
+        for (int k = 0; k < T; k++) { const float *P = PTi + (size_t)k * H + h0; const v16 qk = q[k];
+          for (int u = 0; u < nh; u++) at[u] += qk * P[u]; }
+        for (int u = 0; u < nh; u++) { Yv[h0 + u] = av[u]; Yt[h0 + u] = at[u]; }
+      }
+      for (int h = 0; h < Hr; h++) { cv[h] = b1g[h] - Yv[h]; ct[h] = b1d[h] - Yt[h]; }
+      for (int h = 0; h < Hw; h++) { cv[Hr + h] = Yv[Hr + h] + b1v[h]; ct[Hr + h] = Yt[Hr + h] + b1t[h]; }
+      // gamma, delta (Eqs. 3, 5)
+      for (int l = 0; l < V; l++) { v16 s = bc(b2g);
+        const float *P = PV + (size_t)l * H * nbs + j0;
+        v16 s1 = bc(0.f), s2 = bc(0.f), s3 = bc(0.f); int h = 0;
+        for (; h + 4 <= Hr; h += 4) { s += w2g[h] * relu(ld(P + h * nbs) + cv[h]); s1 += w2g[h + 1] * relu(ld(P + (h + 1) * nbs) + cv[h + 1]);
+          s2 += w2g[h + 2] * relu(ld(P + (h + 2) * nbs) + cv[h + 2]); s3 += w2g[h + 3] * relu(ld(P + (h + 3) * nbs) + cv[h + 3]); }
+        for (; h < Hr; h++) s += w2g[h] * relu(ld(P + h * nbs) + cv[h]);
+        gam[l] = ((s + s1) + (s2 + s3)) * vmk[l]; }
+      for (int k = 0; k < T; k++) { v16 s = bc(b2d); const float *P = PTi + (size_t)k * H;
+        v16 s1 = bc(0.f), s2 = bc(0.f), s3 = bc(0.f); int h = 0;
+        for (; h + 4 <= Hr; h += 4) { s += w2d[h] * relu(P[h] + ct[h]); s1 += w2d[h + 1] * relu(P[h + 1] + ct[h + 1]);
+          s2 += w2d[h + 2] * relu(P[h + 2] + ct[h + 2]); s3 += w2d[h + 3] * relu(P[h + 3] + ct[h + 3]); }
+        for (; h < Hr; h++) s += w2d[h] * relu(P[h] + ct[h]);
+        del[k] = ((s + s1) + (s2 + s3)) * tmk[k]; }
+      // token weights of Eq. 12
+      if (weights_mode == 0) {
+        for (int l = 0; l < V; l++) { v16 s = bc(b2v), g = gam[l];
+          const float *P = PV + ((size_t)l * H + Hr) * nbs + j0;
+          v16 s1 = bc(0.f), s2 = bc(0.f), s3 = bc(0.f); int h = 0; const v16 *c = cv + Hr, *Y = Yv + Hr;
+          for (; h + 4 <= Hw; h += 4) { s += w2v[h] * relu(c[h] + g * (ld(P + h * nbs) - Y[h])); s1 += w2v[h + 1] * relu(c[h + 1] + g * (ld(P + (h + 1) * nbs) - Y[h + 1]));
+            s2 += w2v[h + 2] * relu(c[h + 2] + g * (ld(P + (h + 2) * nbs) - Y[h + 2])); s3 += w2v[h + 3] * relu(c[h + 3] + g * (ld(P + (h + 3) * nbs) - Y[h + 3])); }
+          for (; h < Hw; h++) s += w2v[h] * relu(c[h] + g * (ld(P + h * nbs) - Y[h]));
+          vw[l] = (s + s1) + (s2 + s3); }
+        for (int k = 0; k < T; k++) { v16 s = bc(b2t), d = del[k]; const float *P = PTi + (size_t)k * H + Hr;
+          v16 s1 = bc(0.f), s2 = bc(0.f), s3 = bc(0.f); int h = 0; const v16 *c = ct + Hr, *Y = Yt + Hr;
+          for (; h + 4 <= Hw; h += 4) { s += w2t[h] * relu(c[h] + d * (P[h] - Y[h])); s1 += w2t[h + 1] * relu(c[h + 1] + d * (P[h + 1] - Y[h + 1]));
+            s2 += w2t[h + 2] * relu(c[h + 2] + d * (P[h + 2] - Y[h + 2])); s3 += w2t[h + 3] * relu(c[h + 3] + d * (P[h + 3] - Y[h + 3])); }
+          for (; h < Hw; h++) s += w2t[h] * relu(c[h] + d * (P[h] - Y[h]));
+          tw[k] = (s + s1) + (s2 + s3); }
+        msoftmax(vw, vmk, V, 1.f); msoftmax(tw, tmk, T, 1.f);
+      } else {
+        for (int l = 0; l < V; l++) vw[l] = ld(VW + l * nbs + j0);
+        for (int k = 0; k < T; k++) tw[k] = bc(TW[(size_t)i * T + k]);
+      }
+      // cosine factors
+      for (int l = 0; l < V; l++) { v16 g = gam[l];
+        v16 r2 = g * g * ld(Gvv + ((size_t)l * V + l) * nbs + j0) + 2.f * g * (1.f - g) * v_cv[l] + (1.f - g) * (1.f - g) * cv2;
+        r2 = vmax(r2, bc(0.f)); v16 nr; for (int u = 0; u < L; u++) nr[u] = __builtin_sqrtf(r2[u]);
+        v16 yy = 1.f / vmax(nr, bc(1e-12f));
+        y[l] = yy; yg[l] = yy * g; q2[l] = yy * g * (ct_v[l] - ct_cv); }
+      for (int k = 0; k < T; k++) { v16 d = del[k];
+        v16 u2 = d * d * Gti[k * T + k] + 2.f * d * (1.f - d) * t_ct[k] + (1.f - d) * (1.f - d) * ct2;
+        u2 = vmax(u2, bc(0.f)); v16 nu; for (int u = 0; u < L; u++) nu[u] = __builtin_sqrtf(u2[u]);
+        v16 x = 1.f / vmax(nu, bc(1e-12f));
+        xd[k] = x * d; p1[k] = x * (d * (t_cv[k] - ct_cv) + ct_cv); p2[k] = x * (1.f - d); p3[k] = x * d * t_cv[k]; }
+      // both maxima of Eq. 12 and the score
+      for (int l = 0; l < V; l++) v2t[l] = bc(-FLT_MAX);
+      v16 st = bc(0.f);
+      for (int k = 0; k < T; k++) { v16 best = bc(-FLT_MAX); const bool tk = tm[(size_t)i * T + k];
+        for (int l = 0; l < V; l++) {
+          v16 c = xd[k] * yg[l] * ld(Gi + ((size_t)k * V + l) * nbs) + p1[k] * y[l] + p2[k] * q2[l] - p3[k] * yg[l];
+          best = vmk[l] > 0.f ? vmax(best, c) : best;
+          if (tk) v2t[l] = vmax(v2t[l], c); }
+        st += tw[k] * (v_any > 0.f ? best : 0.f); }
+      v16 sv = bc(0.f);
+      if (t_any > 0.f) for (int l = 0; l < V; l++) sv += vw[l] * v2t[l];
+      v16 out = 0.5f * (st + sv);
+      __builtin_memcpy(S + (size_t)i * nbs + j0, &out, sizeof out);
+    }
+    free(buf);
+  }
+}
+"""
+
+_FUSED_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-ffp-contract=fast", "-shared", "-fPIC"]
+_FUSED, _FUSED_OK = {}, {}
+
+def _fused_lib():
+    "The compiled kernel (ctypes), built once per machine and source into the kernel cache; None (with a warning) if it cannot be built."
+    import ctypes, hashlib, os, platform, shutil, subprocess, tempfile
+    if "lib" in _FUSED: return _FUSED["lib"]
+    _FUSED["lib"] = None
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    try:
+        if not cxx: raise RuntimeError("no C++ compiler (g++, c++ or $CXX) on the PATH")
+        try: cpu = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "")
+        except OSError: cpu = platform.processor()
+        key = hashlib.sha256("\0".join([_FUSED_SRC, *_FUSED_FLAGS, cxx, cpu, platform.machine()]).encode()).hexdigest()[:16]
+        root = os.environ.get("HBI_REPRO_KERNEL_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hbi_repro", "kernels")
+        os.makedirs(root, exist_ok=True)
+        so = os.path.join(root, f"hbi_block_lanes-{key}.so")
+        if not os.path.exists(so):                     # build beside the target, then rename: never a half-written .so
+            with tempfile.TemporaryDirectory(dir=root) as d:
+                cpp, out = os.path.join(d, "k.cpp"), os.path.join(d, "k.so")
+                open(cpp, "w").write(_FUSED_SRC)
+                r = subprocess.run([cxx, *_FUSED_FLAGS, cpp, "-o", out], capture_output=True, text=True)
+                if r.returncode: raise RuntimeError(f"{cxx} failed: {r.stderr.strip()[:500]}")
+                os.replace(out, so)
+        lib = ctypes.CDLL(so)
+        f, i, p = ctypes.c_float, ctypes.c_int, ctypes.c_void_p
+        lib.hbi_block_lanes.argtypes = [i] * 7 + [f] + [p] * 9 + [p, p, f] * 4 + [p] * 3 + [i]
+        lib.hbi_block_lanes.restype = None
+        _FUSED["lib"] = lib
+    except Exception as e:
+        warnings.warn(f"the fused CPU kernel is unavailable ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+                      "using the Inductor kernels")
+    return _FUSED["lib"]
+
+def _block_fused(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2, t_head, v_head, stats):
+    "`_block` through the hand-fused kernel: matrix products here, everything per pair in `_FUSED_SRC`; float32, CPU."
+    (a, T, D), (b, V, _) = t.shape, v.shape
+    pb = -b % 16                                   # the kernel takes videos in groups of 16: pad with empty videos
+    wt = rec.token_weights == "reconstructed"
+    g, d = rec.gamma_mlp, rec.delta_mlp
+    PV = torch.cat([Pg - g.fc1.bias, Pv], -1) if wt else Pg - g.fc1.bias          # (b, V, H) W1 v of γ | of the weight head
+    PT = (torch.cat([Pd - d.fc1.bias, Pt], -1) if wt else Pd - d.fc1.bias).contiguous()   # (a, T, H)
+    VW, TW = (t.new_zeros(1), t.new_zeros(1)) if wt else (masked_softmax(v_head(v), vm), masked_softmax(t_head(t), tm).contiguous())
+    if pb:
+        v, v_mean, PV, Gvv = (F.pad(x, (0, 0) * (x.dim() - 1) + (0, pb)) for x in (v, v_mean, PV, Gvv))
+        vm = F.pad(vm, (0, 0, 0, pb))
+        if not wt: VW = F.pad(VW, (0, 0, 0, pb))
+    vT = v.transpose(0, 1).reshape(-1, D)                                 # (V·b, D): frame j of video i at row j·b + i
+    G = t.reshape(-1, D) @ vT.T                                           # (a, T, V, b) word-frame products
+    LP, LQ = t_cls @ vT.T, t.reshape(-1, D) @ v_mean.T                    # (a, V, b) ⟨t_c, v⟩, (a, T, b) ⟨t, v_c⟩
+    GvvT, PVT = Gvv.permute(1, 2, 0).contiguous(), PV.permute(1, 2, 0).contiguous()   # (V, V, b), (V, H, b)
+    Gtt = Gtt.contiguous()     # every buffer handed to the kernel is bound to a name until it returns
+    vm8, tm8 = vm.T.to(torch.uint8).contiguous(), tm.to(torch.uint8).contiguous()
+    if not wt: VW = VW.T.contiguous()
+    Hr = Pg.shape[-1]
+    S = t.new_empty(a, b + pb)
+    vh, th = v_head, t_head
+    par = [x.detach().float().contiguous() for x in (g.fc1.bias, g.fc2.weight[0], d.fc1.bias, d.fc2.weight[0],
+                                                    vh.fc1.bias, vh.fc2.weight[0], th.fc1.bias, th.fc2.weight[0])]
+    ptr = lambda x: x.data_ptr()
+    _fused_lib().hbi_block_lanes(a, b + pb, T, V, Hr, PV.shape[-1] - Hr, 0 if wt else 1, rec.attn_scale,
+        *map(ptr, (G, LP, LQ, GvvT, Gtt, PVT, PT, vm8, tm8)),
+        ptr(par[0]), ptr(par[1]), g.fc2.bias.item(), ptr(par[2]), ptr(par[3]), d.fc2.bias.item(),
+        ptr(par[4]), ptr(par[5]), vh.fc2.bias.item(), ptr(par[6]), ptr(par[7]), th.fc2.bias.item(),
+        ptr(VW), ptr(TW), ptr(S), torch.get_num_threads())
+    return S[:, :b]
+
+def fused_kernel_available(device="cpu", dtype=torch.float32) -> bool:
+    "Whether `kernels='compiled'` runs the hand-fused kernel here: float32 on the CPU, built, checked against eager once per process, not switched off by HBI_REPRO_FUSED_KERNEL=off."
+    import os
+    if torch.device(device).type != "cpu" or dtype != torch.float32 or os.environ.get("HBI_REPRO_FUSED_KERNEL", "").lower() in ("off", "0", "no"):
+        return False
+    if "ok" not in _FUSED_OK:
+        _FUSED_OK["ok"] = False
+        if _fused_lib() is not None:
+            with torch.random.fork_rng(devices=[]), torch.autocast("cpu", enabled=False), torch.no_grad():
+                torch.manual_seed(0)
+                gen = torch.Generator().manual_seed(0)
+                A, T, B, V, D, H = 5, 7, 19, 4, 8, 9      # 19 videos: one full group of 16 and one padded
+                rec, th, vh = Reconstruction(D, H), WeightHead(D, H + 2), WeightHead(D, H + 2)
+                for m in (rec.gamma_mlp, rec.delta_mlp): nn.init.normal_(m.fc2.weight, std=0.5, generator=gen)
+                t, v, tc = torch.randn(A, T, D, generator=gen), torch.randn(B, V, D, generator=gen), torch.randn(A, D, generator=gen)
+                tm = torch.arange(T) < torch.tensor([7, 5, 3, 6, 0])[:, None]
+                vm = torch.arange(V) < torch.randint(0, V + 1, (B,), generator=gen)[:, None]
+                got = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="fused")
+                want = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="eager")
+            _FUSED_OK["ok"] = bool(torch.allclose(got, want, atol=1e-5))
+            if not _FUSED_OK["ok"]: warnings.warn("the fused CPU kernel disagrees with the eager path; using the Inductor kernels")
+    return _FUSED_OK["ok"]
 
 # %% ../nbs/04_reconstruct.ipynb #5e07f6c7
 def _bench_once(method: str, A: int, B: int, T: int, V: int, D: int, hidden: int, weight_hidden: int,

@@ -59,9 +59,10 @@ def test_task_heads_forward_backward(preset):
         assert len(caps) == 4 and all(isinstance(c, list) for c in caps)
 
 
-def test_compiled_inference_kernels_match_eager():
+def test_compiled_inference_kernels_match_eager(monkeypatch):
     "eval.kernels=compiled scores a gallery like the eager path (to float rounding), at every level, with padding,"
-    "fully padded texts and videos, in float64 and under bf16 autocast; its availability probe leaves the RNG alone."
+    "fully padded texts and videos, in float32 through the fused C++ kernel and through Inductor's, in float64 and"
+    "under bf16 autocast; its availability probes leave the RNG alone."
     import shutil
     import hbi_repro.reconstruct as R
     from hbi_repro.bench import _random_features
@@ -80,10 +81,20 @@ def test_compiled_inference_kernels_match_eager():
     text, video = _random_features(eager, 37, 29, 12, 32, "cpu", seed=3)
     video["v_mask"][::3, 7:] = False                          # shorter videos too
     text["t_mask"][4] = False; video["v_mask"][6] = False     # a text and a video with no real token
+    R._FUSED_OK.clear()
+    state = torch.random.get_rng_state()
+    assert R.fused_kernel_available("cpu", torch.float32)               # g++ is here (Inductor needs it too)
+    assert torch.equal(state, torch.random.get_rng_state())
+    calls, fused_block = [], R._block_fused
+    monkeypatch.setattr(R, "_block_fused", lambda *a: calls.append(1) or fused_block(*a))
     with torch.no_grad():
-        for levels in (("entity",), ("action",), ("event",), None):
-            want = eager.similarity(text, video, levels=levels)
-            torch.testing.assert_close(compiled.similarity(text, video, levels=levels), want, atol=2e-5, rtol=0)
+        for fused in (True, False):                                     # the C++ kernel, then Inductor's
+            monkeypatch.setenv("HBI_REPRO_FUSED_KERNEL", "on" if fused else "off")
+            calls.clear()
+            for levels in (("entity",), ("action",), ("event",), None):
+                want = eager.similarity(text, video, levels=levels)
+                torch.testing.assert_close(compiled.similarity(text, video, levels=levels), want, atol=2e-5, rtol=0)
+            assert bool(calls) == fused
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got, want = compiled.similarity(text, video), eager.similarity(text, video)
         assert R._COMPILE_OK[("cpu", torch.float32)]
