@@ -127,7 +127,7 @@ def pairwise_similarity(rec: Reconstruction,
     return _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats, impl)
 
 def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats,
-              impl: str):   # "eager" (`_block`), "compiled" (Inductor: `_block_compiled`) or "fused" (C++: `_block_fused`)
+              impl: str):   # "eager" (`_block`), "compiled" (Inductor: `_block_compiled`) or "fused" (C++: `_fused_blocks`)
     "`pairwise_similarity` once the kernels are chosen: per-token terms once, then blocks of texts × videos."
     (A, T, D), (B, V, _) = t.shape, v.shape
     t_mask, v_mask = t_mask.bool(), v_mask.bool()
@@ -139,13 +139,17 @@ def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, ch
         # they dominate at the event level (T·V = 8), where blocks sized by T·V alone were 4096 wide on a GPU
         Hs = rec.gamma_mlp.fc1.out_features + max(t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
         c = chunk or max(2, int(math.sqrt((1 << 21) * (64 if t.device.type == "cuda" else 1) / (T * V + Hs))))
-        a_edges = _even_edges(A, c)   # the fused kernel takes videos in groups of 16
-        b_edges = [*range(0, B, max(16, 16 * round(c / 16))), B] if impl == "fused" else _even_edges(B, c)
+        if impl == "fused":   # its per-pair data stays in cache: only the word-frame products (a·T·V·b) count, ~0.75 M
+            # floats (fastest on the 2-core CPU: 32-48 wide blocks at the entity level, 80-100 at the action level); videos in groups of 16
+            c = chunk or max(16, int(math.sqrt(1.5 * (1 << 19) / (T * V))))
+            a_edges, b_edges = _even_edges(A, c), [*range(0, B, max(16, 16 * round(c / 16))), B]
+        else:
+            a_edges, b_edges = _even_edges(A, c), _even_edges(B, c)
     else:          # blocks of ~2^22 hidden activations (GPU: 64× more; small blocks are launch-bound)
         H = max(rec.gamma_mlp.fc1.out_features, t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
         c = chunk or max(1, int(math.sqrt((1 << 22) * (64 if t.device.type == "cuda" else 1) / ((T + V) * H))))
         a_edges, b_edges = [*range(0, A, c), A], [*range(0, B, c), B]
-    block = _block if impl == "eager" else _block_compiled if impl == "compiled" else _block_fused   # (defined below)
+    block = _block if impl == "eager" else _block_compiled   # (defined below)
     # per-token terms (first layers, Gram matrices), once
     Pg = v @ rec.gamma_mlp.fc1.weight.T + rec.gamma_mlp.fc1.bias   # (B, V, Hr)  W1 v + b1 of the γ MLP
     Pd = t @ rec.delta_mlp.fc1.weight.T + rec.delta_mlp.fc1.bias   # (A, T, Hr)
@@ -155,6 +159,10 @@ def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, ch
     v_mean = masked_mean(v, v_mask)                                              # (B, D) the query v_c of Eq. 4
     stats = _Stats() if return_stats else None
     S = t.new_empty(A, B, dtype=torch.promote_types(t.dtype, torch.float32))
+    if impl == "fused":   # (defined below) no γ/δ statistics: pairwise_similarity picks it only without return_stats
+        S[ia[:, None], ib[None, :]] = _fused_blocks(rec, t, t_mask, t_cls, v, v_mask, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt,
+                                                    span_t, span_v, a_edges, b_edges, t_weight_head, v_weight_head)
+        return S
     # compiled: allow the kernels more shape variants (block edges, levels, dtypes) than torch.compile's default 8
     with (torch._dynamo.config.patch(recompile_limit=64) if impl == "compiled" else contextlib.nullcontext()):
         for a0, a1 in zip(a_edges[:-1], a_edges[1:]):
@@ -353,7 +361,7 @@ def compiled_kernels_available(device="cpu", dtype=torch.float32) -> bool:
 # %% ../nbs/04_reconstruct.ipynb #ab9470bf
 _FUSED_SRC = r"""
 // Eq. 12 on reconstructed tokens (Eqs. 2-5) for one block of na texts x nb videos (nb a multiple of 16):
-// one text and 16 videos per step, the 16 pairs in the lanes of one vector. Layouts as in _block_fused.
+// one text and 16 videos per step, the 16 pairs in the lanes of one vector. Layouts as in _fused_blocks.
 #include <cstdlib>
 #include <cstdint>
 #include <cfloat>
@@ -396,7 +404,7 @@ extern "C" void hbi_block_lanes(int na, int nb, int T, int V, int Hr, int Hw, in
     const float *b1g, const float *w2g, float b2g, const float *b1d, const float *w2d, float b2d,
     const float *b1v, const float *w2v, float b2v, const float *b1t, const float *w2t, float b2t,
     const float *VW, const float *TW,   // weights_mode 1: (V, nb), (na, T)
-    float *S, int nthreads)             // (na, nb)
+    float *S, int ldS, int nthreads)    // (na, nb) with row stride ldS
 {
   const int H = Hr + Hw, W = nb / L;
   const size_t nbs = nb;
@@ -503,7 +511,7 @@ extern "C" void hbi_block_lanes(int na, int nb, int T, int V, int Hr, int Hw, in
       v16 sv = bc(0.f);
       if (t_any > 0.f) for (int l = 0; l < V; l++) sv += vw[l] * v2t[l];
       v16 out = 0.5f * (st + sv);
-      __builtin_memcpy(S + (size_t)i * nbs + j0, &out, sizeof out);
+      __builtin_memcpy(S + (size_t)i * ldS + j0, &out, sizeof out);
     }
     free(buf);
   }
@@ -536,7 +544,7 @@ def _fused_lib():
                 os.replace(out, so)
         lib = ctypes.CDLL(so)
         f, i, p = ctypes.c_float, ctypes.c_int, ctypes.c_void_p
-        lib.hbi_block_lanes.argtypes = [i] * 7 + [f] + [p] * 9 + [p, p, f] * 4 + [p] * 3 + [i]
+        lib.hbi_block_lanes.argtypes = [i] * 7 + [f] + [p] * 9 + [p, p, f] * 4 + [p] * 3 + [i, i]
         lib.hbi_block_lanes.restype = None
         _FUSED["lib"] = lib
     except Exception as e:
@@ -544,38 +552,46 @@ def _fused_lib():
                       "using the Inductor kernels")
     return _FUSED["lib"]
 
-def _block_fused(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2, t_head, v_head, stats):
-    "`_block` through the hand-fused kernel: matrix products here, everything per pair in `_FUSED_SRC`; float32, CPU."
-    (a, T, D), (b, V, _) = t.shape, v.shape
-    pb = -b % 16                                   # the kernel takes videos in groups of 16: pad with empty videos
+def _fused_blocks(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, span_t, span_v, a_edges, b_edges, t_head, v_head):
+    "S in span order through the fused kernel: video terms once per block of videos, text terms once per block of texts, then per block three matrix products and one kernel call; float32, CPU."
+    (A, _, D), B = t.shape, v.shape[0]
     wt = rec.token_weights == "reconstructed"
     g, d = rec.gamma_mlp, rec.delta_mlp
-    PV = torch.cat([Pg - g.fc1.bias, Pv], -1) if wt else Pg - g.fc1.bias          # (b, V, H) W1 v of γ | of the weight head
-    PT = (torch.cat([Pd - d.fc1.bias, Pt], -1) if wt else Pd - d.fc1.bias).contiguous()   # (a, T, H)
-    VW, TW = (t.new_zeros(1), t.new_zeros(1)) if wt else (masked_softmax(v_head(v), vm), masked_softmax(t_head(t), tm).contiguous())
-    if pb:
-        v, v_mean, PV, Gvv = (F.pad(x, (0, 0) * (x.dim() - 1) + (0, pb)) for x in (v, v_mean, PV, Gvv))
-        vm = F.pad(vm, (0, 0, 0, pb))
-        if not wt: VW = F.pad(VW, (0, 0, 0, pb))
-    vT = v.transpose(0, 1).reshape(-1, D)                                 # (V·b, D): frame j of video i at row j·b + i
-    G = t.reshape(-1, D) @ vT.T                                           # (a, T, V, b) word-frame products
-    LP, LQ = t_cls @ vT.T, t.reshape(-1, D) @ v_mean.T                    # (a, V, b) ⟨t_c, v⟩, (a, T, b) ⟨t, v_c⟩
-    GvvT, PVT = Gvv.permute(1, 2, 0).contiguous(), PV.permute(1, 2, 0).contiguous()   # (V, V, b), (V, H, b)
-    Gtt = Gtt.contiguous()     # every buffer handed to the kernel is bound to a name until it returns
-    vm8, tm8 = vm.T.to(torch.uint8).contiguous(), tm.to(torch.uint8).contiguous()
-    if not wt: VW = VW.T.contiguous()
-    Hr = Pg.shape[-1]
-    S = t.new_empty(a, b + pb)
-    vh, th = v_head, t_head
+    PV = torch.cat([Pg - g.fc1.bias, Pv], -1) if wt else Pg - g.fc1.bias          # (B, V, H) W1 v of γ | of the weight head
+    PT = torch.cat([Pd - d.fc1.bias, Pt], -1) if wt else Pd - d.fc1.bias          # (A, T, H)
+    if not wt: VW, TW = masked_softmax(v_head(v), vm), masked_softmax(t_head(t), tm)   # single-modal weights
+    Hr, H, none = Pg.shape[-1], PV.shape[-1], t.new_zeros(1)
+    cols = []                                                # per block of videos, padded to groups of 16 empty videos
+    for b0, b1 in zip(b_edges[:-1], b_edges[1:]):
+        V, pb = max(1, int(span_v[b0])), -(b1 - b0) % 16
+        pad = (lambda x: F.pad(x, (0, 0) * (x.dim() - 1) + (0, pb))) if pb else (lambda x: x)
+        cols.append(dict(b0=b0, n=b1 - b0 + pb, V=V,
+                         vT=pad(v[b0:b1, :V]).transpose(0, 1).reshape(-1, D),              # (V·n, D): frame j of video i at row j·n + i
+                         v_mean=pad(v_mean[b0:b1]),                                         # (n, D) the query v_c of Eq. 4
+                         PV=pad(PV[b0:b1, :V]).permute(1, 2, 0).contiguous(),               # (V, H, n)
+                         Gvv=pad(Gvv[b0:b1, :V, :V]).permute(1, 2, 0).contiguous(),         # (V, V, n)
+                         vm=pad(vm[b0:b1, :V]).T.to(torch.uint8).contiguous(),              # (V, n)
+                         VW=none if wt else pad(VW[b0:b1, :V]).T.contiguous()))             # (V, n)
+    ld = B + 16                                              # row stride of the output: room for the last group's padding
+    out = t.new_empty(A, ld)
     par = [x.detach().float().contiguous() for x in (g.fc1.bias, g.fc2.weight[0], d.fc1.bias, d.fc2.weight[0],
-                                                    vh.fc1.bias, vh.fc2.weight[0], th.fc1.bias, th.fc2.weight[0])]
-    ptr = lambda x: x.data_ptr()
-    _fused_lib().hbi_block_lanes(a, b + pb, T, V, Hr, PV.shape[-1] - Hr, 0 if wt else 1, rec.attn_scale,
-        *map(ptr, (G, LP, LQ, GvvT, Gtt, PVT, PT, vm8, tm8)),
-        ptr(par[0]), ptr(par[1]), g.fc2.bias.item(), ptr(par[2]), ptr(par[3]), d.fc2.bias.item(),
-        ptr(par[4]), ptr(par[5]), vh.fc2.bias.item(), ptr(par[6]), ptr(par[7]), th.fc2.bias.item(),
-        ptr(VW), ptr(TW), ptr(S), torch.get_num_threads())
-    return S[:, :b]
+                                                    v_head.fc1.bias, v_head.fc2.weight[0], t_head.fc1.bias, t_head.fc2.weight[0])]
+    b2 = [m.fc2.bias.item() for m in (g, d, v_head, t_head)]
+    lib, threads = _fused_lib(), torch.get_num_threads()
+    for a0, a1 in zip(a_edges[:-1], a_edges[1:]):
+        T = max(1, int(span_t[a0]))
+        tf, tc = t[a0:a1, :T].reshape(-1, D), t_cls[a0:a1]
+        PTa, Gtta = PT[a0:a1, :T].contiguous(), Gtt[a0:a1, :T, :T].contiguous()   # bound to names until the kernel returns
+        tma, TWa = tm[a0:a1, :T].to(torch.uint8).contiguous(), none if wt else TW[a0:a1, :T].contiguous()
+        for c in cols:
+            G, LP, LQ = tf @ c["vT"].T, tc @ c["vT"].T, tf @ c["v_mean"].T     # (a, T, V, n), (a, V, n), (a, T, n)
+            lib.hbi_block_lanes(a1 - a0, c["n"], T, c["V"], Hr, H - Hr, 0 if wt else 1, rec.attn_scale,
+                G.data_ptr(), LP.data_ptr(), LQ.data_ptr(), c["Gvv"].data_ptr(), Gtta.data_ptr(), c["PV"].data_ptr(),
+                PTa.data_ptr(), c["vm"].data_ptr(), tma.data_ptr(),
+                par[0].data_ptr(), par[1].data_ptr(), b2[0], par[2].data_ptr(), par[3].data_ptr(), b2[1],
+                par[4].data_ptr(), par[5].data_ptr(), b2[2], par[6].data_ptr(), par[7].data_ptr(), b2[3],
+                c["VW"].data_ptr(), TWa.data_ptr(), out[a0:, c["b0"]:].data_ptr(), ld, threads)
+    return out[:, :B]
 
 def fused_kernel_available(device="cpu", dtype=torch.float32) -> bool:
     "Whether `kernels='compiled'` runs the hand-fused kernel here: float32 on the CPU, built, checked against eager once per process, not switched off by HBI_REPRO_FUSED_KERNEL=off."

@@ -85,8 +85,8 @@ def test_compiled_inference_kernels_match_eager(monkeypatch):
     state = torch.random.get_rng_state()
     assert R.fused_kernel_available("cpu", torch.float32)               # g++ is here (Inductor needs it too)
     assert torch.equal(state, torch.random.get_rng_state())
-    calls, fused_block = [], R._block_fused
-    monkeypatch.setattr(R, "_block_fused", lambda *a: calls.append(1) or fused_block(*a))
+    calls, fused_blocks = [], R._fused_blocks
+    monkeypatch.setattr(R, "_fused_blocks", lambda *a: calls.append(1) or fused_blocks(*a))
     with torch.no_grad():
         for fused in (True, False):                                     # the C++ kernel, then Inductor's
             monkeypatch.setenv("HBI_REPRO_FUSED_KERNEL", "on" if fused else "off")
