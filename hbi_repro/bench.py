@@ -231,8 +231,10 @@ def bench_floor(out: str | None = "results/bench/floor.json", threads: int = 2, 
                 rows: int = 64,                # token rows per call of the hidden-unit kernel
                 tile: int = 1024,              # tokens per side of a tile of the products
                 step_ops: bool = True) -> dict:
-    "HBI V2's 1k×1k similarity from cached features next to its arithmetic floor (products + MLP hidden units)."
+    "HBI V2's 1k×1k similarity from cached features (fused CPU kernel and Inductor's) next to its arithmetic floor (products + MLP hidden units)."
+    import os
     from hbi_repro.model import HBIModel
+    from hbi_repro.reconstruct import fused_kernel_available
     torch.set_num_threads(threads)
     started = time.time()
     over = ["data.max_frames=%d" % frames, "data.max_words=%d" % words, "model.clusters=[6,2,16,4]", *COMPILED]
@@ -256,10 +258,16 @@ def bench_floor(out: str | None = "results/bench/floor.json", threads: int = 2, 
                   for n, other in ((len(tt), n_video), (len(vv), n_text)) for i in range(0, n, rows)]
         vt = [vv[j:j + tile].T.contiguous() for j in range(0, len(vv), tile)]   # products in tiles that stay in cache
         jobs[l] = (tt, vt, blocks, torch.randn(H, generator=g))
-    times = {k: [] for k in ("baseline", "hbi_v2", "merge", *[f"{l}/{p}" for l in levels for p in ("products", "hidden")])}
+    times = {k: [] for k in ("baseline", "hbi_v2", "hbi_v2_inductor", "merge", *[f"{l}/{p}" for l in levels for p in ("products", "hidden")])}
+    env = os.environ.get("HBI_REPRO_FUSED_KERNEL")
     for r in range(repeats + 1):                       # pass 0 warms up (compiles) every part
-        for name, key in (("T1/Baseline", "baseline"), ("T1/HBI-V2", "hbi_v2")):
-            t0 = time.perf_counter(); models[name].similarity(text, video); dt = time.perf_counter() - t0
+        for name, key, fused in (("T1/Baseline", "baseline", "on"), ("T1/HBI-V2", "hbi_v2", "on"), ("T1/HBI-V2", "hbi_v2_inductor", "off")):
+            os.environ["HBI_REPRO_FUSED_KERNEL"] = fused      # "off": the Inductor kernels, side by side
+            try:
+                t0 = time.perf_counter(); models[name].similarity(text, video); dt = time.perf_counter() - t0
+            finally:
+                if env is None: os.environ.pop("HBI_REPRO_FUSED_KERNEL")
+                else: os.environ["HBI_REPRO_FUSED_KERNEL"] = env
             if r: times[key].append(dt)
         t0 = time.perf_counter()                       # the merges HBI V2's similarity includes (per item, not per pair)
         m.text_hierarchy(text["t"], text["t_mask"]); m.video_hierarchy(video["v"], video["v_mask"])
@@ -280,6 +288,8 @@ def bench_floor(out: str | None = "results/bench/floor.json", threads: int = 2, 
     base_floor = levels["entity"]["products_s"] if "entity" in levels else float("nan")   # the baseline's own products
     res = {"device": "cpu", "threads": threads, "n_text": n_text, "n_video": n_video, "frames": frames, "words": words,
            "hidden_per_token": H, "repeats": repeats, "baseline_s": med["baseline"], "hbi_v2_compiled_s": med["hbi_v2"],
+           "hbi_v2_kernel": "fused" if fused_kernel_available() else "inductor",     # what eval.kernels=compiled ran
+           "hbi_v2_inductor_s": med["hbi_v2_inductor"], "hbi_v2_inductor_ratio": med["hbi_v2_inductor"] / med["baseline"],
            "levels": levels, "floor_s": floor, "merge_s": med["merge"],
            # HBI V2's floor counts the merges as the kit computes them (they are per item, and no floor of their own)
            "floor_with_merge_s": floor + med["merge"], "floor_ratio": (floor + med["merge"]) / med["baseline"],
