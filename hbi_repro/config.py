@@ -83,7 +83,7 @@ class EvalConfig:
     "How scores are computed at test time."
     batch_size: int = 128                  # encoding batch
     chunk: int = 256                       # texts × videos block size of the similarity matrix
-    kernels: str = "eager"                 # eager | compiled: fused torch.compile kernels for HBI V2's all-pairs S (04_reconstruct)
+    kernels: str = "eager"                 # eager | compiled: fused kernels for HBI V2's all-pairs S at inference (CPU float32: C++; else torch.compile; 04_reconstruct)
     post: tuple = ()                       # extra post-processing reported under its own name: "dsl", "isoftmax"
     beam_size: int = 3                     # captioning beam search width
     max_caption_len: int = 20              # captioning decode length

@@ -112,7 +112,7 @@ def pairwise_similarity(rec: Reconstruction,
                         v_weight_head: WeightHead,  # MLP_v of Eq. 12
                         chunk: int | None = None,   # texts and videos per block; None: picked by kernels and device
                         return_stats: bool = False, # also return γ/δ mean, std, min, max over all pairs' real tokens
-                        kernels: str = "eager",     # "compiled": fused torch.compile kernels, used when no gradient is recorded
+                        kernels: str = "eager",     # "compiled": fused kernels (CPU float32: C++; else torch.compile), used when no gradient is recorded
                        ):                           # S (A, B), or (S, stats)
     "Eq. 12 on reconstructed tokens (Eqs. 2-5) for every text × video, by expansion into per-token and per-pair terms."
     _check(t, t_mask, t_cls, v, v_mask)
@@ -122,7 +122,7 @@ def pairwise_similarity(rec: Reconstruction,
         return (S, {}) if return_stats else S
     impl = "eager"
     if kernels == "compiled" and not torch.is_grad_enabled():   # the fastest compiled path that works here
-        if not return_stats and fused_kernel_available(t.device, t.dtype): impl = "fused"
+        if not return_stats and _fused_fits(rec, t, t_weight_head, v_weight_head): impl = "fused"
         elif compiled_kernels_available(t.device, t.dtype): impl = "compiled"
     return _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats, impl)
 
@@ -340,7 +340,7 @@ def compiled_kernels_available(device="cpu", dtype=torch.float32) -> bool:
             dev, lowp = torch.device(device).type, dtype in (torch.float16, torch.bfloat16)
             amp = torch.autocast(dev, dtype=dtype) if lowp else torch.autocast(dev, enabled=False)
             with torch.random.fork_rng(devices=[]), amp, torch.no_grad():
-                torch.manual_seed(0)
+                torch.default_generator.manual_seed(0)      # the CPU generator only (torch.manual_seed would reseed CUDA too)
                 g = torch.Generator().manual_seed(0)
                 A, T, B, V, D, H = 5, 7, 6, 4, 8, 9
                 rec, th, vh = Reconstruction(D, H), WeightHead(D, H + 2), WeightHead(D, H + 2)
@@ -529,7 +529,7 @@ def _fused_lib():
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     try:
         if not cxx: raise RuntimeError("no C++ compiler (g++, c++ or $CXX) on the PATH")
-        try: cpu = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "")
+        try: cpu = next((l for l in open("/proc/cpuinfo") if l.startswith(("flags", "Features"))), "")   # x86, ARM
         except OSError: cpu = platform.processor()
         key = hashlib.sha256("\0".join([_FUSED_SRC, *_FUSED_FLAGS, cxx, cpu, platform.machine()]).encode()).hexdigest()[:16]
         root = os.environ.get("HBI_REPRO_KERNEL_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hbi_repro", "kernels")
@@ -578,19 +578,22 @@ def _fused_blocks(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, sp
                                                     v_head.fc1.bias, v_head.fc2.weight[0], t_head.fc1.bias, t_head.fc2.weight[0])]
     b2 = [m.fc2.bias.item() for m in (g, d, v_head, t_head)]
     lib, threads = _fused_lib(), torch.get_num_threads()
-    for a0, a1 in zip(a_edges[:-1], a_edges[1:]):
-        T = max(1, int(span_t[a0]))
-        tf, tc = t[a0:a1, :T].reshape(-1, D), t_cls[a0:a1]
-        PTa, Gtta = PT[a0:a1, :T].contiguous(), Gtt[a0:a1, :T, :T].contiguous()   # bound to names until the kernel returns
-        tma, TWa = tm[a0:a1, :T].to(torch.uint8).contiguous(), none if wt else TW[a0:a1, :T].contiguous()
-        for c in cols:
-            G, LP, LQ = tf @ c["vT"].T, tc @ c["vT"].T, tf @ c["v_mean"].T     # (a, T, V, n), (a, V, n), (a, T, n)
-            lib.hbi_block_lanes(a1 - a0, c["n"], T, c["V"], Hr, H - Hr, 0 if wt else 1, rec.attn_scale,
-                G.data_ptr(), LP.data_ptr(), LQ.data_ptr(), c["Gvv"].data_ptr(), Gtta.data_ptr(), c["PV"].data_ptr(),
-                PTa.data_ptr(), c["vm"].data_ptr(), tma.data_ptr(),
-                par[0].data_ptr(), par[1].data_ptr(), b2[0], par[2].data_ptr(), par[3].data_ptr(), b2[1],
-                par[4].data_ptr(), par[5].data_ptr(), b2[2], par[6].data_ptr(), par[7].data_ptr(), b2[3],
-                c["VW"].data_ptr(), TWa.data_ptr(), out[a0:, c["b0"]:].data_ptr(), ld, threads)
+    for x in (t, t_cls, v_mean, PV, PT, Gvv, Gtt, *par):      # the kernel reads float32 (`_fused_fits` ensures it)
+        if x.dtype != torch.float32: raise TypeError(f"the fused kernel needs float32 inputs, got {x.dtype}")
+    with torch.autocast("cpu", enabled=False):             # the products too must be float32
+        for a0, a1 in zip(a_edges[:-1], a_edges[1:]):
+            T = max(1, int(span_t[a0]))
+            tf, tc = t[a0:a1, :T].reshape(-1, D), t_cls[a0:a1]
+            PTa, Gtta = PT[a0:a1, :T].contiguous(), Gtt[a0:a1, :T, :T].contiguous()   # bound to names until the kernel returns
+            tma, TWa = tm[a0:a1, :T].to(torch.uint8).contiguous(), none if wt else TW[a0:a1, :T].contiguous()
+            for c in cols:
+                G, LP, LQ = tf @ c["vT"].T, tc @ c["vT"].T, tf @ c["v_mean"].T     # (a, T, V, n), (a, V, n), (a, T, n)
+                lib.hbi_block_lanes(a1 - a0, c["n"], T, c["V"], Hr, H - Hr, 0 if wt else 1, rec.attn_scale,
+                    G.data_ptr(), LP.data_ptr(), LQ.data_ptr(), c["Gvv"].data_ptr(), Gtta.data_ptr(), c["PV"].data_ptr(),
+                    PTa.data_ptr(), c["vm"].data_ptr(), tma.data_ptr(),
+                    par[0].data_ptr(), par[1].data_ptr(), b2[0], par[2].data_ptr(), par[3].data_ptr(), b2[1],
+                    par[4].data_ptr(), par[5].data_ptr(), b2[2], par[6].data_ptr(), par[7].data_ptr(), b2[3],
+                    c["VW"].data_ptr(), TWa.data_ptr(), out[a0:, c["b0"]:].data_ptr(), ld, threads)
     return out[:, :B]
 
 def fused_kernel_available(device="cpu", dtype=torch.float32) -> bool:
@@ -601,20 +604,31 @@ def fused_kernel_available(device="cpu", dtype=torch.float32) -> bool:
     if "ok" not in _FUSED_OK:
         _FUSED_OK["ok"] = False
         if _fused_lib() is not None:
-            with torch.random.fork_rng(devices=[]), torch.autocast("cpu", enabled=False), torch.no_grad():
-                torch.manual_seed(0)
-                gen = torch.Generator().manual_seed(0)
-                A, T, B, V, D, H = 5, 7, 19, 4, 8, 9      # 19 videos: one full group of 16 and one padded
-                rec, th, vh = Reconstruction(D, H), WeightHead(D, H + 2), WeightHead(D, H + 2)
-                for m in (rec.gamma_mlp, rec.delta_mlp): nn.init.normal_(m.fc2.weight, std=0.5, generator=gen)
-                t, v, tc = torch.randn(A, T, D, generator=gen), torch.randn(B, V, D, generator=gen), torch.randn(A, D, generator=gen)
-                tm = torch.arange(T) < torch.tensor([7, 5, 3, 6, 0])[:, None]
-                vm = torch.arange(V) < torch.randint(0, V + 1, (B,), generator=gen)[:, None]
-                got = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="fused")
-                want = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="eager")
-            _FUSED_OK["ok"] = bool(torch.allclose(got, want, atol=1e-5))
-            if not _FUSED_OK["ok"]: warnings.warn("the fused CPU kernel disagrees with the eager path; using the Inductor kernels")
+            try:   # float32 throughout (whatever the default dtype), outside autocast, the CPU generator only
+                with torch.random.fork_rng(devices=[]), torch.autocast("cpu", enabled=False), torch.no_grad():
+                    torch.default_generator.manual_seed(0)
+                    gen, f32 = torch.Generator().manual_seed(0), torch.float32
+                    A, T, B, V, D, H = 5, 7, 19, 4, 8, 9      # 19 videos: one full group of 16 and one padded
+                    rec, th, vh = (m.float() for m in (Reconstruction(D, H), WeightHead(D, H + 2), WeightHead(D, H + 2)))
+                    for m in (rec.gamma_mlp, rec.delta_mlp): nn.init.normal_(m.fc2.weight, std=0.5, generator=gen)
+                    t, v, tc = (torch.randn(*s, generator=gen, dtype=f32) for s in ((A, T, D), (B, V, D), (A, D)))
+                    tm = torch.arange(T) < torch.tensor([7, 5, 3, 6, 0])[:, None]
+                    vm = torch.arange(V) < torch.randint(0, V + 1, (B,), generator=gen)[:, None]
+                    got = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="fused")
+                    want = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="eager")
+                _FUSED_OK["ok"] = bool(torch.allclose(got, want, atol=1e-5))
+                if not _FUSED_OK["ok"]: warnings.warn("the fused CPU kernel disagrees with the eager path; using the Inductor kernels")
+            except Exception as e:
+                warnings.warn(f"the fused CPU kernel failed its check ({type(e).__name__}: {str(e).splitlines()[0][:200]}); using the Inductor kernels")
     return _FUSED_OK["ok"]
+
+def _fused_fits(rec, t, t_head, v_head) -> bool:
+    "Whether this call can take the fused kernel: float32 on the CPU outside autocast, one hidden width per MLP pair, the kernel available."
+    return (t.device.type == "cpu" and t.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and rec.gamma_mlp.fc1.out_features == rec.delta_mlp.fc1.out_features
+            and (rec.token_weights == "single" or t_head.fc1.out_features == v_head.fc1.out_features)
+            and all(p.dtype == torch.float32 for m in (rec, t_head, v_head) for p in m.parameters())
+            and fused_kernel_available(t.device, t.dtype))
 
 # %% ../nbs/04_reconstruct.ipynb #5e07f6c7
 def _bench_once(method: str, A: int, B: int, T: int, V: int, D: int, hidden: int, weight_hidden: int,
@@ -658,6 +672,7 @@ def bench_similarity(A: int = 1000, B: int = 1000, T: int = 32, V: int = 12, D: 
     metrics = dict(shape=dict(A=A, B=B, T=T, V=V, D=D, hidden=hidden, weight_hidden=weight_hidden, chunk=chunk, threads=threads,
                               lengths="words uniform in [T/4, T], frames uniform in [V/2, V]"),
                    plain=res["plain"], reconstructed=res["reconstructed"], compiled=res["compiled"],
+                   compiled_kernel="fused" if fused_kernel_available() else "inductor",   # what kernels="compiled" ran (same machine and environment)
                    time_ratio=res["reconstructed"]["seconds"] / res["plain"]["seconds"],
                    compiled_time_ratio=res["compiled"]["seconds"] / res["plain"]["seconds"])
     if out:

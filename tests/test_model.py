@@ -82,6 +82,7 @@ def test_compiled_inference_kernels_match_eager(monkeypatch):
     video["v_mask"][::3, 7:] = False                          # shorter videos too
     text["t_mask"][4] = False; video["v_mask"][6] = False     # a text and a video with no real token
     R._FUSED_OK.clear()
+    monkeypatch.delenv("HBI_REPRO_FUSED_KERNEL", raising=False)       # the caller's setting must not skip the C++ kernel here
     state = torch.random.get_rng_state()
     assert R.fused_kernel_available("cpu", torch.float32)               # g++ is here (Inductor needs it too)
     assert torch.equal(state, torch.random.get_rng_state())
@@ -95,8 +96,10 @@ def test_compiled_inference_kernels_match_eager(monkeypatch):
                 want = eager.similarity(text, video, levels=levels)
                 torch.testing.assert_close(compiled.similarity(text, video, levels=levels), want, atol=2e-5, rtol=0)
             assert bool(calls) == fused
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        monkeypatch.setenv("HBI_REPRO_FUSED_KERNEL", "on"); calls.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):               # bf16 products: Inductor's kernels, not the C++ one
             got, want = compiled.similarity(text, video), eager.similarity(text, video)
+        assert not calls
         assert R._COMPILE_OK[("cpu", torch.float32)]
         assert R._COMPILE_OK[("cpu", torch.bfloat16)]                # merged levels arrive in bf16: compiled too
         torch.testing.assert_close(got.float(), want.float(), atol=1e-2, rtol=0)  # bf16 products (ulp 4e-3 at |S| ≈ 0.65)
