@@ -112,6 +112,53 @@ def test_compiled_inference_kernels_match_eager(monkeypatch):
         HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["eval.kernels=fast"]))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_fused_kernel_matches_eager_on_random_shapes(seed):
+    "The C++ kernel against the eager expansion on random sizes (texts, videos, words, frames, width, hidden widths),"
+    "masks with holes, an empty text and an empty video, both weight modes and several block sizes."
+    import hbi_repro.reconstruct as R
+    from hbi_repro.similarity import WeightHead
+    if not R.fused_kernel_available():
+        pytest.skip("the fused kernel cannot be built here (test_compiled_inference_kernels_match_eager says why)")
+    g = torch.Generator().manual_seed(seed)
+    A, B, T, V = (int(x) for x in torch.randint(1, 40, (4,), generator=g))
+    D, H, Hw = (int(x) for x in torch.randint(4, 40, (3,), generator=g))
+    t, v, tc = torch.randn(A, T, D, generator=g), torch.randn(B, V, D, generator=g), torch.randn(A, D, generator=g)
+    tm, vm = torch.rand(A, T, generator=g) < 0.7, torch.rand(B, V, generator=g) < 0.7
+    tm[0] = False; vm[-1] = False
+    torch.manual_seed(seed)
+    rec, th, vh = R.Reconstruction(D, H), WeightHead(D, Hw), WeightHead(D, Hw)
+    for m in (rec.gamma_mlp, rec.delta_mlp): torch.nn.init.normal_(m.fc2.weight, std=0.5, generator=g)
+    with torch.no_grad():
+        for mode in ("reconstructed", "single"):
+            rec.token_weights = mode
+            want = R._pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="eager")
+            for chunk in (None, 1, 7, 33):
+                got = R._pairwise(rec, t, tm, tc, v, vm, th, vh, chunk, False, impl="fused")
+                torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+
+
+def test_fused_kernel_falls_back_without_a_compiler(monkeypatch, tmp_path):
+    "With a compiler that fails, the kernel is not built, a warning says so, and kernels='compiled' still scores correctly (Inductor's kernels)."
+    import hbi_repro.reconstruct as R
+    from hbi_repro.similarity import WeightHead
+    monkeypatch.setattr(R, "_FUSED", {}); monkeypatch.setattr(R, "_FUSED_OK", {})   # a fresh process, as far as the kernel knows
+    monkeypatch.setenv("HBI_REPRO_KERNEL_DIR", str(tmp_path))
+    monkeypatch.delenv("HBI_REPRO_FUSED_KERNEL", raising=False)
+    with monkeypatch.context() as mp:               # only the kernel's build sees the failing compiler (Inductor reads $CXX too)
+        mp.setenv("CXX", "false")
+        with pytest.warns(UserWarning, match="fused CPU kernel is unavailable"):
+            assert not R.fused_kernel_available()
+    assert not list(tmp_path.iterdir())                                     # nothing half-built left behind
+    g = torch.Generator().manual_seed(0)
+    t, v, tc = torch.randn(4, 5, 8, generator=g), torch.randn(3, 4, 8, generator=g), torch.randn(4, 8, generator=g)
+    tm, vm = torch.ones(4, 5, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool)
+    rec, th, vh = R.Reconstruction(8, 6), WeightHead(8, 7), WeightHead(8, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(rec.pairwise_similarity(t, tm, tc, v, vm, th, vh, kernels="compiled"),
+                                   rec.pairwise_similarity(t, tm, tc, v, vm, th, vh), atol=1e-5, rtol=0)
+
+
 def test_pretrained_estimator_loads_into_the_model(tmp_path):
     "What `pretrain-estimator` writes (train_estimator's own width) loads into HBIModel with banzhaf_target=learned."
     from hbi_repro.banzhaf import train_estimator
