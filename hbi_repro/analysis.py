@@ -204,7 +204,8 @@ def save_figure(fig,                       # a matplotlib Figure (closed after s
     from hbi_repro.results import results_dir
     out = results_dir(artifact, profile, root) / f"{name}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png"); os.close(fd)
+    from hbi_repro.provenance import mkstemp_shared
+    fd, tmp = mkstemp_shared(out.parent, prefix=f".{out.name}.", suffix=".png"); os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight"); os.replace(tmp, out)
     finally:

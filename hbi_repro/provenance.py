@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['OUTPUT_DIRS', 'PACKAGES', 'git_state', 'package_versions', 'device_info', 'file_checksum', 'provenance',
-           'atomic_write_text', 'write_result']
+           'mkstemp_shared', 'atomic_write_text', 'write_result']
 
 # %% ../nbs/00a_provenance.ipynb #e3abfb97
 OUTPUT_DIRS = ("results", "runs")   # what runs write: not code, so never makes the tree dirty (results/reference/ excepted)
@@ -84,10 +84,25 @@ def provenance(seed: int | None = None,          # the seed of the run
     return out
 
 # %% ../nbs/00a_provenance.ipynb #a2854229
+def _umask() -> int:
+    "The process's umask (read without changing it where /proc allows; else set and restored at once)."
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("Umask:"): return int(line.split()[1], 8)
+    except OSError: pass
+    m = os.umask(0o022); os.umask(m)
+    return m
+
+def mkstemp_shared(dir, prefix: str = "", suffix: str = "") -> tuple:
+    "`tempfile.mkstemp` whose file gets the permissions a plain `open` would give (mkstemp's are 0600, so results and caches were unreadable to other users)."
+    fd, tmp = tempfile.mkstemp(dir=dir, prefix=prefix, suffix=suffix)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     "Write `text` to `path` through a temp file in the same folder and an atomic rename."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = mkstemp_shared(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f: f.write(text)
         os.replace(tmp, path)

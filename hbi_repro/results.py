@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import PROFILES
-from .provenance import atomic_write_text, write_result
+from .provenance import atomic_write_text, mkstemp_shared, write_result
 
 # %% auto #0
 __all__ = ['ROMAN', 'REFERENCE_COLUMNS', 'LONG_COLUMNS', 'LOWER_IS_BETTER', 'table_id', 'reference_path', 'load_reference',
@@ -294,7 +294,7 @@ def plot_bars(df: pd.DataFrame, artifact: str, profile: str, columns: dict | lis
     fig.tight_layout()
     out = results_dir(artifact, profile, root) / f"{name}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmpf = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
+    fd, tmpf = mkstemp_shared(out.parent, prefix=f".{out.name}.", suffix=".png")
     os.close(fd)
     try:
         fig.savefig(tmpf, dpi=100); os.replace(tmpf, out)

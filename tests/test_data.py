@@ -348,6 +348,34 @@ def test_data_check_and_compress(tmp_path, clip_file):
     assert not (tmp_path / "dst" / "bad.mp4").exists()
     vr, n, fps = open_video(tmp_path / "dst" / "good.mp4")
     assert fps == 3 and n == 9 and vr[0].shape == (32, 32, 3)
+    # two inputs that would become one output: refused before anything is written
+    shutil.copy(clip_file, src / "good.mkv")
+    with pytest.raises(ValueError, match="good.mkv.*good.mp4|good.mp4.*good.mkv"):
+        compress_videos(src, tmp_path / "dst2", fps=3, short_side=32, progress=False)
+    assert not (tmp_path / "dst2").exists()
+
+
+def test_cache_and_result_files_are_readable_and_a_read_only_cache_root_says_what_to_do(tmp_path, clip_file):
+    "Files written through temp files get the umask's permissions (mkstemp's 0600 hid results and caches from other users)."
+    from hbi_repro.provenance import atomic_write_text
+    old = os.umask(0o022)
+    try:
+        f = atomic_write_text(tmp_path / "r" / "x.json", "{}")
+        assert (f.stat().st_mode & 0o777) == 0o644
+        cache = FrameCache(tmp_path / "cache")
+        read_frames(clip_file, 2, size=S, cache=cache)
+        npys = list((tmp_path / "cache").rglob("*.npy"))
+        assert npys and all((x.stat().st_mode & 0o777) == 0o644 for x in npys)
+    finally:
+        os.umask(old)
+    if os.geteuid() != 0:                                   # root ignores the read-only bit
+        ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(0o555)
+        try:
+            with pytest.raises(OSError, match="HBI_REPRO_FRAME_CACHE"): FrameCache(ro / "cache")
+        finally: ro.chmod(0o755)
+    else:
+        (tmp_path / "file").write_text("")                  # a path under a file cannot be created, root or not
+        with pytest.raises(OSError, match="HBI_REPRO_FRAME_CACHE"): FrameCache(tmp_path / "file" / "cache")
 
 
 def test_synthetic_written_in_msrvtt_format_reads_back(tmp_path):

@@ -5,6 +5,7 @@
 # %% ../../nbs/08b_data.video.ipynb #607a53d7
 from __future__ import annotations
 import hashlib, json, os, shutil, subprocess, tempfile, time
+from ..provenance import mkstemp_shared
 from fractions import Fraction
 from pathlib import Path
 import numpy as np
@@ -148,7 +149,11 @@ def content_hash(path: str | Path, chunk: int = 1 << 20) -> str:
 class FrameCache:
     "On-disk cache of decoded frames: `<root>/<hash[:2]>/<hash>-<params>.npy` holding (n_valid, H, W, 3) uint8."
     def __init__(self, root: str | Path):
-        self.root = Path(root); self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root)
+        try: self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:   # a read-only dataset folder, say
+            raise OSError(f"cannot create the frame cache folder {self.root} ({e.strerror}); set HBI_REPRO_FRAME_CACHE to a "
+                          f"writable folder, or to 'off' to decode without caching") from e
         self.hits = self.misses = 0
 
     def key(self, path, **params) -> str:
@@ -166,7 +171,7 @@ class FrameCache:
 
     def put(self, key: str, arr: np.ndarray) -> None:
         f = self._file(key); f.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=f.parent, prefix=f".{f.stem}.", suffix=".tmp")
+        fd, tmp = mkstemp_shared(f.parent, prefix=f".{f.stem}.", suffix=".tmp")   # readable like any cache file
         try:
             with os.fdopen(fd, "wb") as fh: np.save(fh, arr); fh.flush(); os.fsync(fh.fileno())   # on disk before it is visible
             os.replace(tmp, f)
@@ -277,10 +282,14 @@ def compress_videos(src_dir: str | Path,   # folder of input videos (searched re
     if not src_dir.is_dir(): raise FileNotFoundError(f"source folder not found: {src_dir}")
     files = sorted(p for p in src_dir.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
     ffmpeg = ffmpeg_exe()
-    jobs = []
+    jobs, seen = [], {}
     for f in files:
-        out = (dst_dir / f.relative_to(src_dir)).with_suffix(".mp4"); out.parent.mkdir(parents=True, exist_ok=True)
+        out = (dst_dir / f.relative_to(src_dir)).with_suffix(".mp4")
+        if out in seen:   # x.avi and x.mkv would both become x.mp4: one would silently replace the other
+            raise ValueError(f"{seen[out]} and {f} would both be written to {out}; rename one of them")
+        seen[out] = f
         jobs.append((f, out))
+    for _, out in jobs: out.parent.mkdir(parents=True, exist_ok=True)
     report = {"ok": [], "kept": [], "failed": []}
     with ThreadPoolExecutor(max(1, workers)) as ex:
         futs = ex.map(lambda j: _compress_one(j[0], j[1], fps, short_side, overwrite, ffmpeg), jobs)
