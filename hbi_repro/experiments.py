@@ -101,7 +101,7 @@ def run_rows(artifact: str,                  # e.g. "table1"
              progress: bool = True) -> list:
     "Train and test every row for every seed; write one result JSON per (row, seed); return the records."
     from hbi_repro.train import train
-    from hbi_repro.data.datasets import build_dataset
+    from hbi_repro.data.datasets import build_dataset, data_checksums
     from hbi_repro.results import save_row
     records, data, feats = [], {}, {}
     base = list(overrides)
@@ -127,7 +127,8 @@ def run_rows(artifact: str,                  # e.g. "table1"
             cache = run_dir / "cache" / "train_features.pt"
             if share and fkey not in feats and cache.exists(): feats[fkey] = torch.load(cache, map_location="cpu")
             metrics = row_metrics(summary)
-            path = save_row(artifact, profile, label, preset, seed, metrics, config_dict(cfg), started, root=results_root)
+            path = save_row(artifact, profile, label, preset, seed, metrics, config_dict(cfg), started, root=results_root,
+                            data=data_checksums(tr, va, te))       # DESIGN §5: what the row was trained and tested on
             records.append({"row": label, "preset": preset, "seed": seed, **{f"test/{k}": v for k, v in metrics["test"].items()},
                             "path": str(path)})
     return records

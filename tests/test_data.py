@@ -15,7 +15,7 @@ from hbi_repro.config import get_config, override
 from hbi_repro.data import synthetic as syn
 from hbi_repro.data.video import (read_frames, write_video, FrameCache, DECODES, VideoError, check_reader,
                                   compress_videos, open_video, sample_indices)
-from hbi_repro.data.datasets import (build_dataset, collate, tokenize, AnnotationError, MSRVTTRetrieval, MSRVTTCaption,
+from hbi_repro.data.datasets import (build_dataset, collate, SyntheticDataset, tokenize, AnnotationError, MSRVTTRetrieval, MSRVTTCaption,
                                      ActivityNetParagraphs, DiDeMoParagraphs, VideoQA, MSVDQA, ActivityNetQA,
                                      check_dataset, data_check, get_tokenizer)
 
@@ -376,6 +376,28 @@ def test_cache_and_result_files_are_readable_and_a_read_only_cache_root_says_wha
     else:
         (tmp_path / "file").write_text("")                  # a path under a file cannot be created, root or not
         with pytest.raises(OSError, match="HBI_REPRO_FRAME_CACHE"): FrameCache(tmp_path / "file" / "cache")
+
+
+def test_data_checksums_name_every_annotation_file_read(tmp_path, clip_file):
+    "DESIGN §5: a run records the sha256 of the annotation files its splits were built from (real data) or of the generated splits (synthetic)."
+    import hashlib
+    from hbi_repro.data.datasets import data_checksums
+    root = msrvtt_root(tmp_path, clip_file)
+    tr, te = MSRVTTRetrieval(root, "train", **KW), MSRVTTRetrieval(root, "test", **KW)
+    sha = lambda name: hashlib.sha256((root / name).read_bytes()).hexdigest()
+    assert tr.checksums() == {"msrvtt/MSRVTT_data.json": sha("MSRVTT_data.json"), "msrvtt/MSRVTT_train.9k.csv": sha("MSRVTT_train.9k.csv")}
+    assert te.checksums() == {"msrvtt/MSRVTT_JSFUSION_test.csv": sha("MSRVTT_JSFUSION_test.csv")}
+    assert data_checksums(tr, None, te) == {**tr.checksums(), **te.checksums()}
+    write_csv(root / "MSRVTT_train.9k.csv", ["video_id"], [[f"video{i}"] for i in range(3)])   # another train list
+    assert MSRVTTRetrieval(root, "train", **KW).checksums()["msrvtt/MSRVTT_train.9k.csv"] != tr.checksums()["msrvtt/MSRVTT_train.9k.csv"]
+    # synthetic: a function of the generated split (frames, ids, captions, QA), not of the object
+    b0, b1 = (syn.make_benchmark(12, seed=s, max_caption_tokens=14) for s in (0, 0))
+    b2 = syn.make_benchmark(12, seed=1, max_caption_tokens=14)
+    c = lambda b, split: SyntheticDataset(b, split, max_words=16).checksums()
+    assert c(b0, "train") == c(b1, "train") and list(c(b0, "train")) == ["synthetic/train"]
+    assert c(b0, "train") != c(b2, "train") and c(b0, "train")["synthetic/train"] != c(b0, "test")["synthetic/test"]
+    b1.frames[b1.splits["test"][0], 0, 0, 0, 0] ^= 1                       # one pixel of one test video
+    assert c(b0, "test") != c(b1, "test") and c(b0, "train") == c(b1, "train")
 
 
 def test_synthetic_written_in_msrvtt_format_reads_back(tmp_path):

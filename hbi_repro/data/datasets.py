@@ -4,7 +4,7 @@
 
 # %% ../../nbs/08c_data.datasets.ipynb #11f342f7
 from __future__ import annotations
-import csv, json, os
+import contextvars, csv, hashlib, json, os
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -13,13 +13,14 @@ import torch
 from fastcore.script import call_parse, Param, store_true
 from .video import read_frames, preprocess_clip, FrameCache, open_video, VideoError, VIDEO_EXTS
 from . import synthetic as syn
+from ..provenance import file_checksum
 
 # %% auto #0
 __all__ = ['SPLITS', 'ON_ERROR', 'ANET_QA_TYPES', 'ADAPTERS', 'SYNTHETIC', 'AnnotationError', 'get_tokenizer', 'tokenize',
-           'read_json', 'read_jsonl', 'read_csv', 'carve_val', 'VideoIndex', 'VideoTextDataset', 'MSRVTTRetrieval',
-           'MSRVTTCaption', 'ActivityNetParagraphs', 'DiDeMoParagraphs', 'VideoQA', 'MSVDQA', 'ActivityNetQA',
-           'SyntheticDataset', 'collate', 'synthetic_bench', 'dataset_root', 'build_dataset', 'check_dataset',
-           'data_check']
+           'read_lines', 'read_json', 'read_jsonl', 'read_csv', 'carve_val', 'VideoIndex', 'VideoTextDataset',
+           'MSRVTTRetrieval', 'MSRVTTCaption', 'ActivityNetParagraphs', 'DiDeMoParagraphs', 'VideoQA', 'MSVDQA',
+           'ActivityNetQA', 'SyntheticDataset', 'data_checksums', 'collate', 'synthetic_bench', 'dataset_root',
+           'build_dataset', 'check_dataset', 'data_check']
 
 # %% ../../nbs/08c_data.datasets.ipynb #51f73ddf
 class AnnotationError(ValueError):
@@ -50,9 +51,18 @@ def tokenize(text: str,              # caption, paragraph or question
 # %% ../../nbs/08c_data.datasets.ipynb #1f9cd28d
 _README = "see data/README.md for the expected layout"
 
+_READ = contextvars.ContextVar("hbi_repro_annotation_reads", default=None)   # the files a dataset's `load` reads
+
 def _need(path: Path) -> Path:
+    "The path of an annotation file that must exist; recorded for the dataset being built (its data checksums)."
     if not Path(path).is_file(): raise FileNotFoundError(f"annotation file not found: {path} ({_README})")
+    seen = _READ.get()
+    if seen is not None: seen.add(Path(path))
     return Path(path)
+
+def read_lines(path) -> list:
+    "The non-empty lines of a text file, stripped."
+    return [l.strip() for l in _need(path).read_text().splitlines() if l.strip()]
 
 def read_json(path) -> object:
     "Parse a JSON file; errors name the file."
@@ -146,8 +156,10 @@ class VideoTextDataset(torch.utils.data.Dataset):
         self.stats = Counter(); self.problems = []
         self.cache = FrameCache(cache_dir) if cache_dir else None
         self.videos = VideoIndex(videos_dir or self.root / "videos")
-        recs = []
-        for r in self.load():
+        recs, token = [], _READ.set(set())
+        try: loaded = self.load()
+        finally: self.annotation_files = sorted(_READ.get()); _READ.reset(token)   # what `checksums` hashes
+        for r in loaded:
             p = self.videos.find(r["video_id"], self.video_prefixes)
             if p is None:
                 self.bad(r["where"], f"video {r['video_id']!r} not found in {self.videos.folder}", "missing_video"); continue
@@ -206,6 +218,15 @@ class VideoTextDataset(torch.utils.data.Dataset):
     def summary(self) -> dict:
         "Counts for the run's provenance: items, videos, truncated texts, OOV answers, skipped rows per reason."
         return {"dataset": self.name, "split": self.split, **dict(self.stats)}
+
+    def checksums(self) -> dict:
+        "sha256 of every annotation file this split was built from, by path relative to the dataset folder (videos are not hashed)."
+        if getattr(self, "_sums", None) is None:
+            def rel(p):
+                try: return f"{self.name}/{p.resolve().relative_to(self.root.resolve())}"
+                except ValueError: return str(p)
+            self._sums = {rel(p): file_checksum(p) for p in self.annotation_files}
+        return self._sums
 
 # %% ../../nbs/08c_data.datasets.ipynb #81232bbe
 def _msrvtt_captions(ds, data_file: Path) -> dict:
@@ -320,7 +341,7 @@ class DiDeMoParagraphs(VideoTextDataset):
             paras[r["video"]].append(str(r["description"]).strip())
         lst = self.root / f"{'train' if carve else sp}_list.txt"   # a carved val comes from the videos train may use
         if lst.is_file():
-            allowed = {l.strip() for l in lst.read_text().splitlines() if l.strip()}
+            allowed = set(read_lines(lst))
             order = [v for v in order if v in allowed or Path(v).stem in allowed]
         if carve: val = carve_val(order, self.val_fraction, self.seed); order = [v for v in order if v in val]
         elif self.split == "train" and not (self.root / "val_data.json").is_file():
@@ -351,7 +372,7 @@ class VideoQA(VideoTextDataset):
         rows = read_json(f); mp = {}
         m = self.root / "youtube_mapping.txt"
         if m.is_file():
-            for line in m.read_text().splitlines():
+            for line in read_lines(m):
                 p = line.split()
                 if len(p) == 2: mp[p[1]] = p[0]
         out = []
@@ -456,6 +477,18 @@ class SyntheticDataset(torch.utils.data.Dataset):
         if strict_length and self.stats["truncated"]:
             raise AnnotationError(f"synthetic: {self.stats['truncated']} captions exceed max_words={max_words} (strict)")
         self.stats["items"], self.stats["videos"] = len(self.records), len(vids)
+        self.vids, self._sums = vids, None
+
+    def checksums(self) -> dict:
+        "sha256 of this split as generated: its videos' frames, ids, captions and QA rows (the benchmark is made, not read)."
+        if self._sums is None:
+            b, h = self.bench, hashlib.sha256()
+            h.update(np.ascontiguousarray(b.frames[self.vids]).tobytes())
+            keep = set(self.vids)
+            text = [[b.video_ids[v], list(b.captions[v])] for v in self.vids], [q for q in b.qa if q["video"] in keep]
+            h.update(json.dumps(text, sort_keys=True, default=str).encode())
+            self._sums = {f"synthetic/{self.split}": h.hexdigest()}
+        return self._sums
 
     def set_epoch(self, epoch: int): self.epoch = epoch
     def __len__(self): return len(self.records)
@@ -496,6 +529,13 @@ class SyntheticDataset(torch.utils.data.Dataset):
     def summary(self) -> dict: return {"dataset": self.name, "split": self.split, **dict(self.stats), **self.bench.params}
 
 # %% ../../nbs/08c_data.datasets.ipynb #c6268cd8
+def data_checksums(*datasets) -> dict:
+    "The data checksums of a run (DESIGN §5): annotation files (real datasets) or generated splits (synthetic), merged over its datasets (None skipped)."
+    out = {}
+    for ds in datasets:
+        if ds is not None and hasattr(ds, "checksums"): out.update(ds.checksums())
+    return dict(sorted(out.items()))
+
 def collate(items: list) -> dict:
     "Stack tensors and numbers; keep strings and lists (references) as lists."
     out = {}
