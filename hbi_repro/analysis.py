@@ -199,7 +199,7 @@ def save_figure(fig,                       # a matplotlib Figure (closed after s
                 artifact: str, profile: str, name: str,
                 root: str | Path = "results", dpi: int = 110) -> Path:
     "Save `fig` as `<root>/<artifact>/<profile>/<name>.png` atomically; return the path."
-    import os, tempfile
+    import os
     import matplotlib.pyplot as plt
     from hbi_repro.results import results_dir
     out = results_dir(artifact, profile, root) / f"{name}.png"

@@ -234,7 +234,7 @@ def bench_floor(out: str | None = "results/bench/floor.json", threads: int = 2, 
     "HBI V2's 1k×1k similarity from cached features (fused CPU kernel and Inductor's) next to its arithmetic floor (products + MLP hidden units)."
     import os
     from hbi_repro.model import HBIModel
-    from hbi_repro.reconstruct import fused_kernel_available
+    from hbi_repro.reconstruct import LAST_IMPL
     torch.set_num_threads(threads)
     started = time.time()
     over = ["data.max_frames=%d" % frames, "data.max_words=%d" % words, "model.clusters=[6,2,16,4]", *COMPILED]
@@ -265,7 +265,7 @@ def bench_floor(out: str | None = "results/bench/floor.json", threads: int = 2, 
             os.environ["HBI_REPRO_FUSED_KERNEL"] = fused      # "off": the Inductor kernels, side by side
             try:
                 t0 = time.perf_counter(); models[name].similarity(text, video); dt = time.perf_counter() - t0
-                if key == "hbi_v2": ran = "fused" if fused_kernel_available() else "inductor"   # what that row ran
+                if key == "hbi_v2": ran = LAST_IMPL.get("impl")     # what that row ran: fused, compiled (Inductor) or eager
             finally:
                 if env is None: os.environ.pop("HBI_REPRO_FUSED_KERNEL")
                 else: os.environ["HBI_REPRO_FUSED_KERNEL"] = env

@@ -128,7 +128,7 @@ def run_rows(artifact: str,                  # e.g. "table1"
             if share and fkey not in feats and cache.exists(): feats[fkey] = torch.load(cache, map_location="cpu")
             metrics = row_metrics(summary)
             path = save_row(artifact, profile, label, preset, seed, metrics, config_dict(cfg), started, root=results_root,
-                            data=data_checksums(tr, va, te))       # DESIGN §5: what the row was trained and tested on
+                            data=data_checksums(tr, va, te))       # what the row was trained and tested on, hashed
             records.append({"row": label, "preset": preset, "seed": seed, **{f"test/{k}": v for k, v in metrics["test"].items()},
                             "path": str(path)})
     return records

@@ -87,16 +87,18 @@ def provenance(seed: int | None = None,          # the seed of the run
 def _umask() -> int:
     "The process's umask (read without changing it where /proc allows; else set and restored at once)."
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith("Umask:"): return int(line.split()[1], 8)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"): return int(line.split()[1], 8)
     except OSError: pass
-    m = os.umask(0o022); os.umask(m)
+    m = os.umask(0o077); os.umask(m)   # no /proc (macOS): a moment of the strictest mask, never a looser one
     return m
 
 def mkstemp_shared(dir, prefix: str = "", suffix: str = "") -> tuple:
     "`tempfile.mkstemp` whose file gets the permissions a plain `open` would give (mkstemp's are 0600, so results and caches were unreadable to other users)."
     fd, tmp = tempfile.mkstemp(dir=dir, prefix=prefix, suffix=suffix)
-    os.fchmod(fd, 0o666 & ~_umask())
+    try: os.fchmod(fd, 0o666 & ~_umask())
+    except (AttributeError, OSError): pass   # no fchmod (Windows before 3.13) or a filesystem without modes: keep mkstemp's
     return fd, tmp
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .similarity import masked_softmax, WeightHead, token_interaction, matched_interaction, wti_from_sim, span_order
 
 # %% auto #0
-__all__ = ['KERNELS', 'masked_mean', 'Reconstruction', 'pairwise_similarity', 'pairwise_similarity_materialised',
+__all__ = ['KERNELS', 'LAST_IMPL', 'masked_mean', 'Reconstruction', 'pairwise_similarity', 'pairwise_similarity_materialised',
            'compiled_kernels_available', 'fused_kernel_available', 'bench_similarity']
 
 # %% ../nbs/04_reconstruct.ipynb #7aabede3
@@ -101,6 +101,7 @@ def _diff_head(head: WeightHead, Pb, Y):
     return head.from_preact(torch.sub(Pb, Y[:, :, None]), inplace=True)
 
 KERNELS = ("eager", "compiled")   # how pairwise_similarity evaluates a block (compiled: see "Compiled kernels" below)
+LAST_IMPL = {}                    # the implementation the last call ran: "eager", "compiled" (Inductor) or "fused" (C++)
 
 def pairwise_similarity(rec: Reconstruction,
                         t: torch.Tensor,         # (A, T, D) single-modal text tokens
@@ -118,12 +119,14 @@ def pairwise_similarity(rec: Reconstruction,
     _check(t, t_mask, t_cls, v, v_mask)
     if kernels not in KERNELS: raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
     if not rec.enabled:
+        LAST_IMPL["impl"] = "plain"                              # HBI V1: plain Eq. 12
         S = token_interaction(t, t_mask, v, v_mask, t_weight_head(t), v_weight_head(v), chunk=chunk)
         return (S, {}) if return_stats else S
     impl = "eager"
     if kernels == "compiled" and not torch.is_grad_enabled():   # the fastest compiled path that works here
         if not return_stats and _fused_fits(rec, t, t_weight_head, v_weight_head): impl = "fused"
         elif compiled_kernels_available(t.device, t.dtype): impl = "compiled"
+    LAST_IMPL["impl"] = impl                                   # what ran, for benchmarks to record
     return _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats, impl)
 
 def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats,
@@ -647,6 +650,7 @@ def _bench_once(method: str, A: int, B: int, T: int, V: int, D: int, hidden: int
         if method == "compiled":                      # compile (and warm up) outside the clock; report it separately
             t0 = time.perf_counter(); rec.pairwise_similarity(t, tm, tc, v, vm, th, vh, chunk=chunk, kernels="compiled")
             first = time.perf_counter() - t0
+            impl = LAST_IMPL.get("impl")
         for _ in range(repeats):
             t0 = time.perf_counter()
             if method == "plain": token_interaction(t, tm, v, vm, th(t), vh(v), chunk=chunk)
@@ -654,7 +658,7 @@ def _bench_once(method: str, A: int, B: int, T: int, V: int, D: int, hidden: int
             times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return dict(seconds=sorted(times)[len(times) // 2], all_seconds=times, peak_rss_mb=peak / 1024, rss_growth_mb=(peak - base) / 1024,
-                **({"first_call_seconds": first} if first is not None else {}))
+                **({"first_call_seconds": first, "impl": impl} if first is not None else {}))
 
 def bench_similarity(A: int = 1000, B: int = 1000, T: int = 32, V: int = 12, D: int = 128,
                      hidden: int = 64,          # γ/δ MLP width (tiny profile: recon_hidden = 64)
@@ -672,7 +676,7 @@ def bench_similarity(A: int = 1000, B: int = 1000, T: int = 32, V: int = 12, D: 
     metrics = dict(shape=dict(A=A, B=B, T=T, V=V, D=D, hidden=hidden, weight_hidden=weight_hidden, chunk=chunk, threads=threads,
                               lengths="words uniform in [T/4, T], frames uniform in [V/2, V]"),
                    plain=res["plain"], reconstructed=res["reconstructed"], compiled=res["compiled"],
-                   compiled_kernel="fused" if fused_kernel_available() else "inductor",   # what kernels="compiled" ran (same machine and environment)
+                   compiled_kernel=res["compiled"].get("impl"),   # what kernels="compiled" ran: fused, compiled (Inductor) or eager
                    time_ratio=res["reconstructed"]["seconds"] / res["plain"]["seconds"],
                    compiled_time_ratio=res["compiled"]["seconds"] / res["plain"]["seconds"])
     if out:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_results.ipynb #e7c0b84c
 from __future__ import annotations
-import json, math, os, re, tempfile
+import json, math, os, re
 from pathlib import Path
 
 import pandas as pd

@@ -241,6 +241,7 @@ def test_didemo_carved_val_is_disjoint_from_train(tmp_path, clip_file):
         tr = {r["video_id"] for r in DiDeMoParagraphs(root, "train", seed=seed, val_fraction=0.3, **KW).records}
         va = {r["video_id"] for r in DiDeMoParagraphs(root, "val", seed=seed, val_fraction=0.3, **KW).records}
         assert len(va) == 3 and not tr & va and tr | va == listed, (seed, sorted(tr), sorted(va))
+    assert set(DiDeMoParagraphs(root, "val", **KW).checksums()) == {"didemo/train_data.json", "didemo/train_list.txt"}
 
 
 def test_msrvtt_qa_and_msvd_qa(tmp_path, clip_file):
@@ -358,8 +359,11 @@ def test_data_check_and_compress(tmp_path, clip_file):
 def test_cache_and_result_files_are_readable_and_a_read_only_cache_root_says_what_to_do(tmp_path, clip_file):
     "Files written through temp files get the umask's permissions (mkstemp's 0600 hid results and caches from other users)."
     from hbi_repro.provenance import atomic_write_text
-    old = os.umask(0o022)
+    old = os.umask(0o027)
     try:
+        f = atomic_write_text(tmp_path / "r" / "y.json", "{}")
+        assert (f.stat().st_mode & 0o777) == 0o640               # the umask decides, not a fixed mode
+        os.umask(0o022)
         f = atomic_write_text(tmp_path / "r" / "x.json", "{}")
         assert (f.stat().st_mode & 0o777) == 0o644
         cache = FrameCache(tmp_path / "cache")
@@ -376,6 +380,9 @@ def test_cache_and_result_files_are_readable_and_a_read_only_cache_root_says_wha
     else:
         (tmp_path / "file").write_text("")                  # a path under a file cannot be created, root or not
         with pytest.raises(OSError, match="HBI_REPRO_FRAME_CACHE"): FrameCache(tmp_path / "file" / "cache")
+        cache = FrameCache(tmp_path / "c3")                 # a cache whose subfolder cannot be made: the first write says why
+        (tmp_path / "c3" / "xx").write_text("")
+        with pytest.raises(OSError, match="HBI_REPRO_FRAME_CACHE"): cache.put("xx" + "0" * 30, np.zeros(2, np.uint8))
 
 
 def test_data_checksums_name_every_annotation_file_read(tmp_path, clip_file):
@@ -388,8 +395,15 @@ def test_data_checksums_name_every_annotation_file_read(tmp_path, clip_file):
     assert tr.checksums() == {"msrvtt/MSRVTT_data.json": sha("MSRVTT_data.json"), "msrvtt/MSRVTT_train.9k.csv": sha("MSRVTT_train.9k.csv")}
     assert te.checksums() == {"msrvtt/MSRVTT_JSFUSION_test.csv": sha("MSRVTT_JSFUSION_test.csv")}
     assert data_checksums(tr, None, te) == {**tr.checksums(), **te.checksums()}
+    before = tr.checksums()
     write_csv(root / "MSRVTT_train.9k.csv", ["video_id"], [[f"video{i}"] for i in range(3)])   # another train list
-    assert MSRVTTRetrieval(root, "train", **KW).checksums()["msrvtt/MSRVTT_train.9k.csv"] != tr.checksums()["msrvtt/MSRVTT_train.9k.csv"]
+    assert MSRVTTRetrieval(root, "train", **KW).checksums()["msrvtt/MSRVTT_train.9k.csv"] != before["msrvtt/MSRVTT_train.9k.csv"]
+    assert tr.checksums() == before                         # taken when the split was read, not when asked
+    # an annotation file that is a symlink to shared storage keeps its key in the dataset folder
+    shared = tmp_path / "shared"; shared.mkdir()
+    (root / "MSRVTT_JSFUSION_test.csv").rename(shared / "test.csv")
+    (root / "MSRVTT_JSFUSION_test.csv").symlink_to(shared / "test.csv")
+    assert MSRVTTRetrieval(root, "test", **KW).checksums() == te.checksums()
     # synthetic: a function of the generated split (frames, ids, captions, QA), not of the object
     b0, b1 = (syn.make_benchmark(12, seed=s, max_caption_tokens=14) for s in (0, 0))
     b2 = syn.make_benchmark(12, seed=1, max_caption_tokens=14)

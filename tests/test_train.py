@@ -138,6 +138,17 @@ def test_summary_and_selection(tmp_path):
     assert "git" in json.loads((tmp_path / "provenance.json").read_text())
 
 
+def test_summary_records_the_data_checksums(tmp_path):
+    "summary.json's provenance carries what `data_checksums` reports for the run's splits (datasets without it add nothing)."
+    class Hashed(list):                                       # fake items with the dataset method
+        def __init__(self, items, sums): super().__init__(items); self.sums = sums
+        def checksums(self): return self.sums
+    tr, va, te = Hashed(fake_pairs(16), {"fake/train": "a" * 64}), fake_pairs(8, seed=1), Hashed(fake_pairs(8, seed=2), {"fake/test": "b" * 64})
+    T.train(small_cfg(**{"train.epochs": 1}), tmp_path, train_set=tr, val_set=va, test_set=te, model=FakeRetrieval(), device="cpu")
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["provenance"]["data"] == {"fake/test": "b" * 64, "fake/train": "a" * 64}
+
+
 # -- frozen encoders ---------------------------------------------------------------------------------------------
 def test_frozen_feature_path(tmp_path):
     m0 = FakeRetrieval().state_dict()

@@ -158,7 +158,8 @@ class VideoTextDataset(torch.utils.data.Dataset):
         self.videos = VideoIndex(videos_dir or self.root / "videos")
         recs, token = [], _READ.set(set())
         try: loaded = self.load()
-        finally: self.annotation_files = sorted(_READ.get()); _READ.reset(token)   # what `checksums` hashes
+        finally: files = sorted(_READ.get()); _READ.reset(token)
+        self._sums = {self._key(p): file_checksum(p) for p in files}   # hashed now: what this split was built from
         for r in loaded:
             p = self.videos.find(r["video_id"], self.video_prefixes)
             if p is None:
@@ -219,14 +220,14 @@ class VideoTextDataset(torch.utils.data.Dataset):
         "Counts for the run's provenance: items, videos, truncated texts, OOV answers, skipped rows per reason."
         return {"dataset": self.name, "split": self.split, **dict(self.stats)}
 
+    def _key(self, p: Path) -> str:
+        "`<adapter name>/<path relative to the dataset folder>` (symlinks not followed), else the path as given."
+        try: return f"{self.name}/{Path(p).relative_to(self.root).as_posix()}"
+        except ValueError: return Path(p).as_posix()
+
     def checksums(self) -> dict:
-        "sha256 of every annotation file this split was built from, by path relative to the dataset folder (videos are not hashed)."
-        if getattr(self, "_sums", None) is None:
-            def rel(p):
-                try: return f"{self.name}/{p.resolve().relative_to(self.root.resolve())}"
-                except ValueError: return str(p)
-            self._sums = {rel(p): file_checksum(p) for p in self.annotation_files}
-        return self._sums
+        "sha256 of every annotation file this split was built from, taken when it was read, keyed `<adapter>/<path in the dataset folder>` (videos are not hashed)."
+        return dict(self._sums)
 
 # %% ../../nbs/08c_data.datasets.ipynb #81232bbe
 def _msrvtt_captions(ds, data_file: Path) -> dict:
@@ -484,8 +485,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
         if self._sums is None:
             b, h = self.bench, hashlib.sha256()
             h.update(np.ascontiguousarray(b.frames[self.vids]).tobytes())
-            keep = set(self.vids)
-            text = [[b.video_ids[v], list(b.captions[v])] for v in self.vids], [q for q in b.qa if q["video"] in keep]
+            keep, ids = set(self.vids), b.video_ids
+            text = [[ids[v], list(b.captions[v])] for v in self.vids], [q for q in b.qa if q["video"] in keep]
             h.update(json.dumps(text, sort_keys=True, default=str).encode())
             self._sums = {f"synthetic/{self.split}": h.hexdigest()}
         return self._sums
@@ -530,7 +531,7 @@ class SyntheticDataset(torch.utils.data.Dataset):
 
 # %% ../../nbs/08c_data.datasets.ipynb #c6268cd8
 def data_checksums(*datasets) -> dict:
-    "The data checksums of a run (DESIGN §5): annotation files (real datasets) or generated splits (synthetic), merged over its datasets (None skipped)."
+    "The data checksums of a run: annotation files (real datasets) or generated splits (synthetic), merged over its datasets; None and objects without `checksums` (subsets, feature caches, test fakes) add nothing."
     out = {}
     for ds in datasets:
         if ds is not None and hasattr(ds, "checksums"): out.update(ds.checksums())

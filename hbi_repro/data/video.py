@@ -146,14 +146,16 @@ def content_hash(path: str | Path, chunk: int = 1 << 20) -> str:
         _HASHES[k] = h.hexdigest()
     return _HASHES[k]
 
+_CACHE_HINT = ("set HBI_REPRO_FRAME_CACHE (or the dataset's cache_dir) to a writable folder, or HBI_REPRO_FRAME_CACHE=off "
+               "to decode without caching")
+
 class FrameCache:
     "On-disk cache of decoded frames: `<root>/<hash[:2]>/<hash>-<params>.npy` holding (n_valid, H, W, 3) uint8."
     def __init__(self, root: str | Path):
         self.root = Path(root)
         try: self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:   # a read-only dataset folder, say
-            raise OSError(f"cannot create the frame cache folder {self.root} ({e.strerror}); set HBI_REPRO_FRAME_CACHE to a "
-                          f"writable folder, or to 'off' to decode without caching") from e
+            raise OSError(e.errno, f"cannot create the frame cache folder {self.root} ({e.strerror or e}); {_CACHE_HINT}") from e
         self.hits = self.misses = 0
 
     def key(self, path, **params) -> str:
@@ -170,8 +172,12 @@ class FrameCache:
         return arr
 
     def put(self, key: str, arr: np.ndarray) -> None:
-        f = self._file(key); f.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = mkstemp_shared(f.parent, prefix=f".{f.stem}.", suffix=".tmp")   # readable like any cache file
+        f = self._file(key)
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = mkstemp_shared(f.parent, prefix=f".{f.stem}.", suffix=".tmp")   # readable like any cache file
+        except OSError as e:   # a cache folder made by another user, say
+            raise OSError(e.errno, f"cannot write to the frame cache {self.root} ({e.strerror or e}); {_CACHE_HINT}") from e
         try:
             with os.fdopen(fd, "wb") as fh: np.save(fh, arr); fh.flush(); os.fsync(fh.fileno())   # on disk before it is visible
             os.replace(tmp, f)
