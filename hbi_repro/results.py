@@ -14,8 +14,8 @@ from .provenance import atomic_write_text, mkstemp_shared, write_result
 
 # %% auto #0
 __all__ = ['ROMAN', 'REFERENCE_COLUMNS', 'LONG_COLUMNS', 'LOWER_IS_BETTER', 'table_id', 'reference_path', 'load_reference',
-           'results_dir', 'safe_name', 'save_row', 'flat_metrics', 'load_rows', 'render_table', 'write_table',
-           'plot_bars']
+           'results_dir', 'safe_name', 'run_data_checksums', 'save_row', 'flat_metrics', 'load_rows', 'render_table',
+           'write_table', 'plot_bars']
 
 # %% ../nbs/11_results.ipynb #1bffb723
 ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
@@ -90,6 +90,12 @@ def safe_name(row_name: str) -> str:
     return s
 
 # %% ../nbs/11_results.ipynb #26f1ebc7
+def run_data_checksums(run_dir) -> dict | None:
+    "The data checksums a finished training run recorded in its `summary.json` (None for runs made before they were recorded)."
+    f = Path(run_dir) / "summary.json"
+    try: return json.loads(f.read_text()).get("provenance", {}).get("data")
+    except (OSError, ValueError): return None
+
 def save_row(artifact: str, profile: str,
              row_name: str,              # the row as the table shows it ('HBI V2', 'row3', 'E->A + E->O')
              preset: str | None,         # the config preset that produced it ('T1/HBI-V2')
@@ -103,6 +109,10 @@ def save_row(artifact: str, profile: str,
     if isinstance(seed, bool) or not isinstance(seed, int): raise TypeError(f"seed must be an int, got {seed!r}")
     if config and config.get("profile") not in (None, profile):
         raise ValueError(f"row {row_name!r}: config.profile={config['profile']!r} but it is being saved under profile {profile!r}")
+    run = extra.get("run_dir") or extra.get("reused_run")   # a row computed from a finished training run:
+    if "data" not in extra and run:                          # the run's data checksums (summary.json), when it has them
+        sums = run_data_checksums(run)
+        if sums: extra["data"] = sums
     path = results_dir(artifact, profile, root) / f"{safe_name(row_name)}__seed{seed}.json"
     if path.exists():
         old = json.loads(path.read_text()).get("provenance", {}).get("row")

@@ -60,3 +60,14 @@ def test_backbone_cache_key_names_split_settings(tmp_path):
     for p in (default, other): p.parent.mkdir(parents=True); p.write_bytes(b"")
     assert backbone("smoke", root=tmp_path) == default
     assert backbone("smoke", root=tmp_path, overrides=("data.val_fraction=0.2",)) == other
+
+
+def test_rows_from_a_finished_run_carry_its_data_checksums(tmp_path):
+    "save_row with run_dir/reused_run copies the run's data checksums from its summary.json (figure notebooks reuse runs)."
+    from hbi_repro.results import save_row
+    run = tmp_path / "run"; run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"metrics": {}, "provenance": {"data": {"synthetic/test": "c" * 64}}}))
+    p = save_row("figX", "smoke", "row", None, 0, {"m": 1.0}, None, None, root=tmp_path / "res", run_dir=str(run))
+    assert json.loads(p.read_text())["provenance"]["data"] == {"synthetic/test": "c" * 64}
+    p = save_row("figX", "smoke", "row2", None, 0, {"m": 1.0}, None, None, root=tmp_path / "res", reused_run=str(tmp_path / "none"))
+    assert "data" not in json.loads(p.read_text())["provenance"]            # a run without checksums adds none
