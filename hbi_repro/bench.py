@@ -100,7 +100,8 @@ def time_inference(models: dict, n_text: int, n_video: int, frames: int, words: 
     n = max(n_text, n_video)
     batches = [] if from_features else [synthetic_batch(min(encode_batch, n - i), frames, words, size, device, seed + i)
                                         for i in range(0, n, encode_batch)]
-    first = {}
+    first, impl = {}, {}
+    from hbi_repro.reconstruct import LAST_IMPL
     for r in range(repeats + 1):                       # pass 0 is an untimed warm-up of every row
         for name, m in models.items():
             m.eval()
@@ -110,7 +111,9 @@ def time_inference(models: dict, n_text: int, n_video: int, frames: int, words: 
                 text, video = feats if from_features else _encode_all(m, batches, n_text, n_video)
                 _sync(device); t1 = time.perf_counter()
                 if torch.device(device).type == "cuda": torch.cuda.reset_peak_memory_stats()
+                LAST_IMPL.clear()
                 S = m.similarity(text, video, chunk=chunk)
+                impl[name] = LAST_IMPL.get("impl", "plain")   # what scored the pairs: fused, compiled (Inductor), eager or plain Eq. 12
             _sync(device); t2 = time.perf_counter()
             assert S.shape == (n_text, n_video)
             if r > 0: times[name]["encode"].append(t1 - t0); times[name]["similarity"].append(t2 - t1)
@@ -120,7 +123,7 @@ def time_inference(models: dict, n_text: int, n_video: int, frames: int, words: 
     out = {}
     for name in models:
         e, s = statistics.median(times[name]["encode"]), statistics.median(times[name]["similarity"])
-        out[name] = {"encode_s": e, "similarity_s": s, "inference_s": e + s, "first_similarity_s": first[name]}
+        out[name] = {"encode_s": e, "similarity_s": s, "inference_s": e + s, "first_similarity_s": first[name], "kernel": impl[name]}
         if name in peak: out[name]["similarity_peak_gib"] = peak[name]
     return out
 
