@@ -532,7 +532,8 @@ def _fused_lib():
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     try:
         if not cxx: raise RuntimeError("no C++ compiler (g++, c++ or $CXX) on the PATH")
-        try: cpu = next((l for l in open("/proc/cpuinfo") if l.startswith(("flags", "Features"))), "")   # x86, ARM
+        try:
+            with open("/proc/cpuinfo") as fh: cpu = next((l for l in fh if l.startswith(("flags", "Features"))), "")   # x86, ARM
         except OSError: cpu = platform.processor()
         key = hashlib.sha256("\0".join([_FUSED_SRC, *_FUSED_FLAGS, cxx, cpu, platform.machine()]).encode()).hexdigest()[:16]
         root = os.environ.get("HBI_REPRO_KERNEL_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hbi_repro", "kernels")
@@ -541,8 +542,8 @@ def _fused_lib():
         if not os.path.exists(so):                     # build beside the target, then rename: never a half-written .so
             with tempfile.TemporaryDirectory(dir=root) as d:
                 cpp, out = os.path.join(d, "k.cpp"), os.path.join(d, "k.so")
-                open(cpp, "w").write(_FUSED_SRC)
-                r = subprocess.run([cxx, *_FUSED_FLAGS, cpp, "-o", out], capture_output=True, text=True)
+                with open(cpp, "w") as fh: fh.write(_FUSED_SRC)
+                r = subprocess.run([cxx, *_FUSED_FLAGS, cpp, "-o", out], capture_output=True, text=True, timeout=600)
                 if r.returncode: raise RuntimeError(f"{cxx} failed: {r.stderr.strip()[:500]}")
                 os.replace(out, so)
         lib = ctypes.CDLL(so)
