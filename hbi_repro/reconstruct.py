@@ -137,17 +137,16 @@ def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, ch
     (ia, span_t), (ib, span_v) = span_order(t_mask), span_order(v_mask)   # visit by span; blocks drop trailing padding
     t, t_mask, t_cls, v, v_mask = t[ia], t_mask[ia], t_cls[ia], v[ib], v_mask[ib]
     t, v = t * t_mask[..., None], v * v_mask[..., None]        # padded features never enter (they get 0 weight anyway)
-    if impl != "eager":   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 floats per pair-sized tensor (GPU: 64×
-        # more), split evenly; the pooled hidden rows (pairs, Hr + Hw) count as well as the word-frame products (pairs, T·V):
-        # they dominate at the event level (T·V = 8), where blocks sized by T·V alone were 4096 wide on a GPU
+    if impl == "fused":   # its per-pair data stays in cache: only the word-frame products (a·T·V·b) count, ~0.75 M floats
+        # (fastest on the 2-core CPU: 32-48 wide blocks at the entity level, 80-100 at the action level); videos in groups of 16
+        c = chunk or max(16, int(math.sqrt(1.5 * (1 << 19) / (T * V))))
+        a_edges, b_edges = _even_edges(A, c), [*range(0, B, max(16, 16 * round(c / 16))), B]
+    elif impl == "compiled":   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 floats per pair-sized tensor
+        # (GPU: 64× more), split evenly; the pooled hidden rows (pairs, Hr + Hw) count as well as the word-frame products
+        # (pairs, T·V): they dominate at the event level (T·V = 8), where blocks sized by T·V alone were 4096 wide on a GPU
         Hs = rec.gamma_mlp.fc1.out_features + max(t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
         c = chunk or max(2, int(math.sqrt((1 << 21) * (64 if t.device.type == "cuda" else 1) / (T * V + Hs))))
-        if impl == "fused":   # its per-pair data stays in cache: only the word-frame products (a·T·V·b) count, ~0.75 M
-            # floats (fastest on the 2-core CPU: 32-48 wide blocks at the entity level, 80-100 at the action level); videos in groups of 16
-            c = chunk or max(16, int(math.sqrt(1.5 * (1 << 19) / (T * V))))
-            a_edges, b_edges = _even_edges(A, c), [*range(0, B, max(16, 16 * round(c / 16))), B]
-        else:
-            a_edges, b_edges = _even_edges(A, c), _even_edges(B, c)
+        a_edges, b_edges = _even_edges(A, c), _even_edges(B, c)
     else:          # blocks of ~2^22 hidden activations (GPU: 64× more; small blocks are launch-bound)
         H = max(rec.gamma_mlp.fc1.out_features, t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
         c = chunk or max(1, int(math.sqrt((1 << 22) * (64 if t.device.type == "cuda" else 1) / ((T + V) * H))))
@@ -386,6 +385,13 @@ static inline v16 vexp(v16 x) {   // Cephes expf: |rel err| < 2e-7 on [-87, 88]
   i16 e = (__builtin_convertvector(n, i16) + 127) << 23; v16 s; __builtin_memcpy(&s, &e, sizeof s);
   return y * s;
 }
+// sum over h < n of term(h): four independent accumulators (one FMA chain would wait on each add's latency)
+template <class F> static inline v16 hsum(int n, F term) {
+  v16 s0 = bc(0.f), s1 = bc(0.f), s2 = bc(0.f), s3 = bc(0.f); int h = 0;
+  for (; h + 4 <= n; h += 4) { s0 += term(h); s1 += term(h + 1); s2 += term(h + 2); s3 += term(h + 3); }
+  for (; h < n; h++) s0 += term(h);
+  return (s0 + s1) + (s2 + s3);
+}
 // masked softmax over n entries of one lane vector each; m[k] is 0/1 per lane
 static inline void msoftmax(v16 *x, const v16 *m, int n, float scale) {
   v16 mx = bc(-FLT_MAX);
@@ -458,34 +464,17 @@ extern "C" void hbi_block_lanes(int na, int nb, int T, int V, int Hr, int Hw, in
       for (int h = 0; h < Hr; h++) { cv[h] = b1g[h] - Yv[h]; ct[h] = b1d[h] - Yt[h]; }
       for (int h = 0; h < Hw; h++) { cv[Hr + h] = Yv[Hr + h] + b1v[h]; ct[Hr + h] = Yt[Hr + h] + b1t[h]; }
       // gamma, delta (Eqs. 3, 5)
-      for (int l = 0; l < V; l++) { v16 s = bc(b2g);
-        const float *P = PV + (size_t)l * H * nbs + j0;
-        v16 s1 = bc(0.f), s2 = bc(0.f), s3 = bc(0.f); int h = 0;
-        for (; h + 4 <= Hr; h += 4) { s += w2g[h] * relu(ld(P + h * nbs) + cv[h]); s1 += w2g[h + 1] * relu(ld(P + (h + 1) * nbs) + cv[h + 1]);
-          s2 += w2g[h + 2] * relu(ld(P + (h + 2) * nbs) + cv[h + 2]); s3 += w2g[h + 3] * relu(ld(P + (h + 3) * nbs) + cv[h + 3]); }
-        for (; h < Hr; h++) s += w2g[h] * relu(ld(P + h * nbs) + cv[h]);
-        gam[l] = ((s + s1) + (s2 + s3)) * vmk[l]; }
-      for (int k = 0; k < T; k++) { v16 s = bc(b2d); const float *P = PTi + (size_t)k * H;
-        v16 s1 = bc(0.f), s2 = bc(0.f), s3 = bc(0.f); int h = 0;
-        for (; h + 4 <= Hr; h += 4) { s += w2d[h] * relu(P[h] + ct[h]); s1 += w2d[h + 1] * relu(P[h + 1] + ct[h + 1]);
-          s2 += w2d[h + 2] * relu(P[h + 2] + ct[h + 2]); s3 += w2d[h + 3] * relu(P[h + 3] + ct[h + 3]); }
-        for (; h < Hr; h++) s += w2d[h] * relu(P[h] + ct[h]);
-        del[k] = ((s + s1) + (s2 + s3)) * tmk[k]; }
+      for (int l = 0; l < V; l++) { const float *P = PV + (size_t)l * H * nbs + j0;          // W1 v_l (per video lane)
+        gam[l] = (b2g + hsum(Hr, [&](int h) { return w2g[h] * relu(ld(P + h * nbs) + cv[h]); })) * vmk[l]; }
+      for (int k = 0; k < T; k++) { const float *P = PTi + (size_t)k * H;                     // W1 t_k (one text: broadcast)
+        del[k] = (b2d + hsum(Hr, [&](int h) { return w2d[h] * relu(P[h] + ct[h]); })) * tmk[k]; }
       // token weights of Eq. 12
       if (weights_mode == 0) {
-        for (int l = 0; l < V; l++) { v16 s = bc(b2v), g = gam[l];
-          const float *P = PV + ((size_t)l * H + Hr) * nbs + j0;
-          v16 s1 = bc(0.f), s2 = bc(0.f), s3 = bc(0.f); int h = 0; const v16 *c = cv + Hr, *Y = Yv + Hr;
-          for (; h + 4 <= Hw; h += 4) { s += w2v[h] * relu(c[h] + g * (ld(P + h * nbs) - Y[h])); s1 += w2v[h + 1] * relu(c[h + 1] + g * (ld(P + (h + 1) * nbs) - Y[h + 1]));
-            s2 += w2v[h + 2] * relu(c[h + 2] + g * (ld(P + (h + 2) * nbs) - Y[h + 2])); s3 += w2v[h + 3] * relu(c[h + 3] + g * (ld(P + (h + 3) * nbs) - Y[h + 3])); }
-          for (; h < Hw; h++) s += w2v[h] * relu(c[h] + g * (ld(P + h * nbs) - Y[h]));
-          vw[l] = (s + s1) + (s2 + s3); }
-        for (int k = 0; k < T; k++) { v16 s = bc(b2t), d = del[k]; const float *P = PTi + (size_t)k * H + Hr;
-          v16 s1 = bc(0.f), s2 = bc(0.f), s3 = bc(0.f); int h = 0; const v16 *c = ct + Hr, *Y = Yt + Hr;
-          for (; h + 4 <= Hw; h += 4) { s += w2t[h] * relu(c[h] + d * (P[h] - Y[h])); s1 += w2t[h + 1] * relu(c[h + 1] + d * (P[h + 1] - Y[h + 1]));
-            s2 += w2t[h + 2] * relu(c[h + 2] + d * (P[h + 2] - Y[h + 2])); s3 += w2t[h + 3] * relu(c[h + 3] + d * (P[h + 3] - Y[h + 3])); }
-          for (; h < Hw; h++) s += w2t[h] * relu(c[h] + d * (P[h] - Y[h]));
-          tw[k] = (s + s1) + (s2 + s3); }
+        const v16 *cw = cv + Hr, *Yw = Yv + Hr, *dw = ct + Hr, *Zw = Yt + Hr;   // weight heads: W1 c + b1 and W1 c
+        for (int l = 0; l < V; l++) { const float *P = PV + ((size_t)l * H + Hr) * nbs + j0; const v16 g = gam[l];
+          vw[l] = b2v + hsum(Hw, [&](int h) { return w2v[h] * relu(cw[h] + g * (ld(P + h * nbs) - Yw[h])); }); }
+        for (int k = 0; k < T; k++) { const float *P = PTi + (size_t)k * H + Hr; const v16 d = del[k];
+          tw[k] = b2t + hsum(Hw, [&](int h) { return w2t[h] * relu(dw[h] + d * (P[h] - Zw[h])); }); }
         msoftmax(vw, vmk, V, 1.f); msoftmax(tw, tmk, T, 1.f);
       } else {
         for (int l = 0; l < V; l++) vw[l] = ld(VW + l * nbs + j0);

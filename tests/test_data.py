@@ -386,7 +386,7 @@ def test_cache_and_result_files_are_readable_and_a_read_only_cache_root_says_wha
 
 
 def test_data_checksums_name_every_annotation_file_read(tmp_path, clip_file):
-    "DESIGN §5: a run records the sha256 of the annotation files its splits were built from (real data) or of the generated splits (synthetic)."
+    "A run records the sha256 of the annotation files its splits were built from (real data) or of the generated splits (synthetic)."
     import hashlib
     from hbi_repro.data.datasets import data_checksums
     root = msrvtt_root(tmp_path, clip_file)

@@ -32,7 +32,7 @@ def test_notebook_runs_in_smoke(name, tmp_path, shared_runs):
     written = [p for p in results.rglob("*") if p.is_file()]
     assert written, f"{name} wrote nothing under {results}"
     assert all("/smoke/" in str(p) for p in written if p.suffix == ".json"), "smoke results outside a smoke folder"
-    if name == "run_table1.ipynb":   # trained rows carry the checksums of their data (DESIGN §5)
+    if name == "run_table1.ipynb":   # trained rows carry the checksums of their data
         import json
         rows = [json.loads(p.read_text()) for p in written if p.name.endswith("__seed0.json")]
         assert rows and all(set(r["provenance"]["data"]) == {"synthetic/train", "synthetic/val", "synthetic/test"} for r in rows)

@@ -5,12 +5,12 @@
 # %% ../../nbs/08b_data.video.ipynb #607a53d7
 from __future__ import annotations
 import hashlib, json, os, shutil, subprocess, tempfile, time
-from ..provenance import mkstemp_shared
 from fractions import Fraction
 from pathlib import Path
 import numpy as np
 import torch
 from fastcore.script import call_parse, Param, store_true
+from ..provenance import mkstemp_shared
 
 # %% auto #0
 __all__ = ['SAMPLINGS', 'CLIP_MEAN', 'CLIP_STD', 'DECODES', 'VIDEO_EXTS', 'VideoError', 'check_reader', 'open_video',
