@@ -179,9 +179,9 @@ def step_breakdown(preset: str,               # e.g. "T1/HBI-V2"
     return {"preset": preset, "ms_per_step": {k: round(v, 2) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
             "note": "CPU time under the profiler (inflated by its overhead); compare parts, not totals, with time_rows"}
 
-COMPILED = ("eval.kernels=compiled",)
+COMPILED = ("eval.kernels=compiled", "train.kernels=compiled")   # the C++ kernels of 04_reconstruct, inference and training
 MODEL_ROWS = ["T1/Baseline", "T1/HBI", "T1/HBI-V2", "T1/HBI-V2-fastweights",
-              ("T1/HBI-V2 compiled", "T1/HBI-V2", COMPILED),                    # fused inference kernels (04_reconstruct)
+              ("T1/HBI-V2 compiled", "T1/HBI-V2", COMPILED),                    # fused kernels (04_reconstruct)
               ("T1/HBI-V2-fastweights compiled", "T1/HBI-V2-fastweights", COMPILED),
               ("T1/HBI-V2 compiled entity-only", "T1/HBI-V2", (*COMPILED, 'model.infer_levels=["entity"]'))]  # the official code's inference
 

@@ -143,7 +143,8 @@ class HBIModel(nn.Module):
         self.cfg, m = cfg, cfg.model
         if m.header not in ("none", "mlp", "cnn", "mlp_sa", "cnn_sa"): raise ValueError(f"unknown header {m.header!r}")
         if m.banzhaf_target not in ("exact", "sampled", "learned"): raise ValueError(f"unknown banzhaf_target {m.banzhaf_target!r}")
-        if cfg.eval.kernels not in KERNELS: raise ValueError(f"eval.kernels must be one of {KERNELS}, got {cfg.eval.kernels!r}")
+        for sec in ("eval", "train"):
+            if getattr(cfg, sec).kernels not in KERNELS: raise ValueError(f"{sec}.kernels must be one of {KERNELS}, got {getattr(cfg, sec).kernels!r}")
         self.clip = build_clip(m.clip_name)
         E = self.clip.text_projection.shape[1] if not isinstance(self.clip.text_projection, nn.Linear) else self.clip.text_projection.out_features
         self.dim = E
@@ -249,7 +250,7 @@ class HBIModel(nn.Module):
         matched = {}
         for l in self.levels_needed:
             (tl, tml), (vl, vml) = th[l], vh[l]
-            with _part("similarity"): S[l] = self.level[l].similarity(tl, tml, tc, vl, vml, compat=m.compat)
+            with _part("similarity"): S[l] = self.level[l].similarity(tl, tml, tc, vl, vml, compat=m.compat, kernels=tr.kernels)
             if l in m.levels:
                 lc = info_nce(S[l], scale); loss = loss + lc; logs[f"{l}/L_C"] = lc.detach()
             if self.level[l].recon is not None or (m.banzhaf_loss and l in m.levels) or tr.task == "qa":

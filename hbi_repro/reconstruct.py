@@ -12,7 +12,7 @@ from .similarity import masked_softmax, WeightHead, token_interaction, matched_i
 
 # %% auto #0
 __all__ = ['KERNELS', 'LAST_IMPL', 'masked_mean', 'Reconstruction', 'pairwise_similarity', 'pairwise_similarity_materialised',
-           'compiled_kernels_available', 'fused_kernel_available', 'bench_similarity']
+           'compiled_kernels_available', 'fused_kernel_available', 'pair_mlp_available', 'bench_similarity']
 
 # %% ../nbs/04_reconstruct.ipynb #7aabede3
 def masked_mean(x: torch.Tensor,     # (..., N, D)
@@ -89,15 +89,17 @@ def _gram_terms(p, q, G, Gvv, Gtt):
     ct2 = (q * t_ct).sum(-1)                                   # (a, b)
     return t_cv, ct_v, ct_cv, v_cv, cv2, t_ct, ct2
 
-def _mix_head(head: WeightHead, factor, P, Y):
+def _mix_head(head: WeightHead, factor, P, Y, fused: bool = False):
     "head(factor·x + (1−factor)·c) from P = x W1ᵀ (per token, broadcast) and Y = c W1ᵀ (per pair): (a,b,N)."
+    if fused: return _pair_mlp(head, P, Y, factor, 1 - factor, head.fc1.bias)   # C++ forward and backward (below)
     h = torch.sub(P, Y[:, :, None])                                          # (a, b, N, H)
     h = torch.addcmul(Y[:, :, None] + head.fc1.bias, factor[..., None], h, out=h) if not torch.is_grad_enabled() \
         else torch.addcmul(Y[:, :, None] + head.fc1.bias, factor[..., None], h)
     return head.from_preact(h, inplace=True)
 
-def _diff_head(head: WeightHead, Pb, Y):
+def _diff_head(head: WeightHead, Pb, Y, fused: bool = False):
     "head(x − c) from Pb = x W1ᵀ + b1 and Y = c W1ᵀ: (a,b,N)."
+    if fused: return _pair_mlp(head, Pb, Y, None, None, None)                     # factors 1 and −1, bias inside Pb
     return head.from_preact(torch.sub(Pb, Y[:, :, None]), inplace=True)
 
 KERNELS = ("eager", "compiled")   # how pairwise_similarity evaluates a block (compiled: see "Compiled kernels" below)
@@ -113,7 +115,8 @@ def pairwise_similarity(rec: Reconstruction,
                         v_weight_head: WeightHead,  # MLP_v of Eq. 12
                         chunk: int | None = None,   # texts and videos per block; None: picked by kernels and device
                         return_stats: bool = False, # also return γ/δ mean, std, min, max over all pairs' real tokens
-                        kernels: str = "eager",     # "compiled": fused kernels (CPU float32: C++; else torch.compile), used when no gradient is recorded
+                        kernels: str = "eager",     # "compiled": fused kernels; without gradients all of a block (CPU float32: C++; else torch.compile),
+                                                    # with gradients (training) the pair-dependent MLPs, forward and backward (CPU float32: C++)
                        ):                           # S (A, B), or (S, stats)
     "Eq. 12 on reconstructed tokens (Eqs. 2-5) for every text × video, by expansion into per-token and per-pair terms."
     _check(t, t_mask, t_cls, v, v_mask)
@@ -126,11 +129,12 @@ def pairwise_similarity(rec: Reconstruction,
     if kernels == "compiled" and not torch.is_grad_enabled():   # the fastest compiled path that works here
         if not return_stats and _fused_fits(rec, t, t_weight_head, v_weight_head): impl = "fused"
         elif compiled_kernels_available(t.device, t.dtype): impl = "compiled"
+    elif kernels == "compiled" and _pair_mlp_fits(rec, t, t_weight_head, v_weight_head): impl = "fused-mlp"   # training
     LAST_IMPL["impl"] = impl                                   # what ran, for benchmarks to record
     return _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats, impl)
 
 def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats,
-              impl: str):   # "eager" (`_block`), "compiled" (Inductor: `_block_compiled`) or "fused" (C++: `_fused_blocks`)
+              impl: str):   # "eager" (`_block`), "fused-mlp" (`_block` with C++ pair MLPs), "compiled" (Inductor: `_block_compiled`) or "fused" (C++: `_fused_blocks`)
     "`pairwise_similarity` once the kernels are chosen: per-token terms once, then blocks of texts × videos."
     (A, T, D), (B, V, _) = t.shape, v.shape
     t_mask, v_mask = t_mask.bool(), v_mask.bool()
@@ -141,7 +145,7 @@ def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, ch
         # (fastest on the 2-core CPU: 32-48 wide blocks at the entity level, 80-100 at the action level); videos in groups of 16
         c = chunk or max(16, int(math.sqrt(1.5 * (1 << 19) / (T * V))))
         a_edges, b_edges = _even_edges(A, c), [*range(0, B, max(16, 16 * round(c / 16))), B]
-    elif impl == "compiled":   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 floats per pair-sized tensor
+    elif impl in ("compiled", "fused-mlp"):   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 floats per pair-sized tensor
         # (GPU: 64× more), split evenly; the pooled hidden rows (pairs, Hr + Hw) count as well as the word-frame products
         # (pairs, T·V): they dominate at the event level (T·V = 8), where blocks sized by T·V alone were 4096 wide on a GPU
         Hs = rec.gamma_mlp.fc1.out_features + max(t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
@@ -151,7 +155,7 @@ def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, ch
         H = max(rec.gamma_mlp.fc1.out_features, t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
         c = chunk or max(1, int(math.sqrt((1 << 22) * (64 if t.device.type == "cuda" else 1) / ((T + V) * H))))
         a_edges, b_edges = [*range(0, A, c), A], [*range(0, B, c), B]
-    block = _block if impl == "eager" else _block_compiled   # (defined below)
+    block = _block_compiled if impl == "compiled" else (lambda *a: _block(*a, fused_mlp=impl == "fused-mlp"))  # (defined below)
     # per-token terms (first layers, Gram matrices), once
     Pg = v @ rec.gamma_mlp.fc1.weight.T + rec.gamma_mlp.fc1.bias   # (B, V, Hr)  W1 v + b1 of the γ MLP
     Pd = t @ rec.delta_mlp.fc1.weight.T + rec.delta_mlp.fc1.bias   # (A, T, Hr)
@@ -183,8 +187,8 @@ def _even_edges(n: int, c: int) -> list:
     k = -(-n // c)
     return [round(i * n / k) for i in range(k + 1)]
 
-def _block(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2, t_head, v_head, stats):
-    "S for one block of a texts × b videos."
+def _block(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2, t_head, v_head, stats, fused_mlp=False):
+    "S for one block of a texts × b videos (`fused_mlp`: the four pair-dependent MLPs in C++)."
     (a, T, D), (b, V, _) = t.shape, v.shape
     p = masked_softmax(rec.attn_scale * (t_cls @ v.reshape(-1, D).T).view(a, b, V), vm[None])   # (a, b, V)  Eq. 2 weights
     q = masked_softmax(rec.attn_scale * (v_mean @ t.reshape(-1, D).T).view(b, a, T).transpose(0, 1), tm[:, None])  # (a, b, T)  Eq. 4
@@ -193,16 +197,16 @@ def _block(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2,
     # γ = MLP(v − c^v), δ = MLP(t − c^t) through the linear first layer
     Yg = (p.transpose(0, 1) @ (Pg - rec.gamma_mlp.fc1.bias)).transpose(0, 1)   # (a, b, Hr)  c^v W1ᵀ
     Yd = q @ (Pd - rec.delta_mlp.fc1.bias)                                # (a, b, Hr)  c^t W1ᵀ
-    gamma = _diff_head(rec.gamma_mlp, Pg[None], Yg) * vm[None]            # (a, b, V)
-    delta = _diff_head(rec.delta_mlp, Pd[:, None], Yd) * tm[:, None]      # (a, b, T)
+    gamma = _diff_head(rec.gamma_mlp, Pg[None], Yg, fused_mlp) * vm[None]            # (a, b, V)
+    delta = _diff_head(rec.delta_mlp, Pd[:, None], Yd, fused_mlp) * tm[:, None]      # (a, b, T)
     if stats is not None: stats.add(gamma, vm[None].expand_as(gamma), delta, tm[:, None].expand_as(delta))
     if rec.token_weights == "single":                                     # weights of the single-modal tokens (cheap)
         v_w = masked_softmax(v_head(v), vm).expand(a, b, V)
         t_w = masked_softmax(t_head(t), tm)[:, None].expand(a, b, T)
     else:                                                                 # weight heads on reconstructed tokens (Eq. 12)
         Yv, Yt = (p.transpose(0, 1) @ Pv).transpose(0, 1), q @ Pt         # (a, b, Hw)
-        v_w = masked_softmax(_mix_head(v_head, gamma, Pv[None], Yv), vm[None])
-        t_w = masked_softmax(_mix_head(t_head, delta, Pt[:, None], Yt), tm[:, None])
+        v_w = masked_softmax(_mix_head(v_head, gamma, Pv[None], Yv, fused_mlp), vm[None])
+        t_w = masked_softmax(_mix_head(t_head, delta, Pt[:, None], Yt, fused_mlp), tm[:, None])
     # cosines of reconstructed tokens
     g_, d_ = gamma[:, :, None, :], delta[..., None]                       # (a,b,1,V), (a,b,T,1)
     alpha = t_cv - ct_cv[..., None]                                       # ⟨t − c^t, c^v⟩  (a, b, T)
@@ -508,6 +512,55 @@ extern "C" void hbi_block_lanes(int na, int nb, int T, int V, int Hr, int Hw, in
     free(buf);
   }
 }
+
+// out[o,i,n] = b2 + sum_h w2[h] relu(f[o,i,n] P[o,n,h] + c[o,i,n] Y[o,i,h] + b1[h]) over a grid of pairs (o, i) whose
+// per-token rows P follow the outer axis o; forward and backward, no (o, i, n, h) tensor stored.
+extern "C" void hbi_pair_mlp(int O, int I, int N, int H, int backward,
+    const float *P,                                   // (O, N, H)
+    const float *Y, long yo, long yi,                 // Y[o*yo + i*yi + h]
+    const float *f, const float *c, long so, long si, // f, c, out, g, df, dc at [o*so + i*si + n]
+    const float *b1, const float *w2, float b2,       // (H), (H)
+    float *out,                                       // forward
+    const float *g, float *dP, float *dY, float *df, float *dc, float *dw2, float *db1,  // backward; dw2, db1 (O, H) per-o partials
+    int nthreads)
+{
+  #pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int o = 0; o < O; o++) {
+    const float *Po = P + (size_t)o * N * H;
+    if (!backward) {
+      for (int i = 0; i < I; i++) {
+        const float *Yr = Y + o * yo + i * yi;
+        for (int n = 0; n < N; n++) {
+          const long s = o * so + i * si + n; const float fn = f[s], cn = c[s]; const float *Pn = Po + (size_t)n * H;
+          float acc = 0.f;
+          #pragma omp simd reduction(+:acc)
+          for (int h = 0; h < H; h++) { float pre = fn * Pn[h] + cn * Yr[h] + b1[h]; acc += w2[h] * (pre > 0.f ? pre : 0.f); }
+          out[s] = acc + b2;
+        }
+      }
+      continue;
+    }
+    float *dPo = dP + (size_t)o * N * H, *dw = dw2 + (size_t)o * H, *db = db1 + (size_t)o * H;
+    for (long k = 0; k < (long)N * H; k++) dPo[k] = 0.f;
+    for (int h = 0; h < H; h++) { dw[h] = 0.f; db[h] = 0.f; }
+    for (int i = 0; i < I; i++) {
+      const float *Yr = Y + o * yo + i * yi; float *dYr = dY + o * yo + i * yi;
+      for (int h = 0; h < H; h++) dYr[h] = 0.f;
+      for (int n = 0; n < N; n++) {
+        const long s = o * so + i * si + n; const float fn = f[s], cn = c[s], gn = g[s];
+        if (gn == 0.f) { df[s] = 0.f; dc[s] = 0.f; continue; }      // every term below carries the factor g
+        const float *Pn = Po + (size_t)n * H; float *dPn = dPo + (size_t)n * H;
+        float sf = 0.f, sc = 0.f;
+        #pragma omp simd reduction(+:sf, sc)
+        for (int h = 0; h < H; h++) {
+          const float pre = fn * Pn[h] + cn * Yr[h] + b1[h], on = pre > 0.f ? 1.f : 0.f, d = on * gn * w2[h];
+          sf += d * Pn[h]; sc += d * Yr[h]; dPn[h] += d * fn; dYr[h] += d * cn; db[h] += d; dw[h] += gn * on * pre;
+        }
+        df[s] = sf; dc[s] = sc;
+      }
+    }
+  }
+}
 """
 
 _FUSED_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-ffp-contract=fast", "-shared", "-fPIC"]
@@ -539,10 +592,13 @@ def _fused_lib():
         f, i, p = ctypes.c_float, ctypes.c_int, ctypes.c_void_p
         lib.hbi_block_lanes.argtypes = [i] * 7 + [f] + [p] * 9 + [p, p, f] * 4 + [p] * 3 + [i, i]
         lib.hbi_block_lanes.restype = None
+        l = ctypes.c_long
+        lib.hbi_pair_mlp.argtypes = [i] * 5 + [p, p, l, l, p, p, l, l, p, p, f] + [p] * 8 + [i]
+        lib.hbi_pair_mlp.restype = None
         _FUSED["lib"] = lib
     except Exception as e:
         warnings.warn(f"the fused CPU kernel is unavailable ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
-                      "using the Inductor kernels")
+                      "using the Inductor kernels at inference and the eager path in training")
     return _FUSED["lib"]
 
 def _fused_blocks(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, span_t, span_v, a_edges, b_edges, t_head, v_head):
@@ -622,6 +678,86 @@ def _fused_fits(rec, t, t_head, v_head) -> bool:
             and (rec.token_weights == "single" or t_head.fc1.out_features == v_head.fc1.out_features)
             and all(p.dtype == torch.float32 for m in (rec, t_head, v_head) for p in m.parameters())
             and fused_kernel_available(t.device, t.dtype))
+
+class _PairMLP(torch.autograd.Function):
+    "b2 + w2·relu(f·P + c·Y + b1) for every pair and token, forward and backward in C++ (`hbi_pair_mlp`); float32, CPU."
+    @staticmethod
+    def forward(ctx, P, Y, f, c, b1, w2, b2, axis: int):
+        # P (X, N, H): first-layer rows of the tokens of the side that `axis` of the (a, b) grid indexes (0: texts, 1: videos)
+        # Y (a, b, H): pooled rows per pair; f, c (a, b, N): per pair and token; b1, w2 (H,), b2 (1,)
+        P, Y, f, c, b1, w2 = (x.contiguous() for x in (P, Y, f, c, b1, w2))
+        out = torch.empty_like(f)
+        _PairMLP._call(P, Y, f, c, b1, w2, float(b2), axis, out=out)
+        ctx.save_for_backward(P, Y, f, c, b1, w2); ctx.axis = axis
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        P, Y, f, c, b1, w2 = ctx.saved_tensors
+        O, H = P.shape[0], P.shape[-1]
+        grads = dict(dP=torch.empty_like(P), dY=torch.empty_like(Y), df=torch.empty_like(f), dc=torch.empty_like(f),
+                     dw2=P.new_empty(O, H), db1=P.new_empty(O, H))     # per row of P: summed below in a fixed order
+        _PairMLP._call(P, Y, f, c, b1, w2, 0., ctx.axis, g=g.contiguous(), **grads)
+        return (grads["dP"], grads["dY"], grads["df"], grads["dc"], grads["db1"].sum(0), grads["dw2"].sum(0),
+                g.sum().reshape(1), None)
+
+    @staticmethod
+    def _call(P, Y, f, c, b1, w2, b2, axis, out=None, g=None, dP=None, dY=None, df=None, dc=None, dw2=None, db1=None):
+        (a, b, N), H = f.shape, P.shape[-1]
+        if P.shape != ((a if axis == 0 else b), N, H) or Y.shape != (a, b, H) or c.shape != f.shape:
+            raise ValueError(f"pair MLP: P {tuple(P.shape)}, Y {tuple(Y.shape)}, f {tuple(f.shape)}, c {tuple(c.shape)}, axis {axis}")
+        # the grid as outer × inner with P following the outer axis: each thread owns its rows of dP (deterministic sums)
+        O, I, yo, yi, so, si = (a, b, b * H, H, b * N, N) if axis == 0 else (b, a, H, b * H, N, b * N)
+        ptr = lambda x: None if x is None else x.data_ptr()
+        _fused_lib().hbi_pair_mlp(O, I, N, H, int(g is not None), P.data_ptr(), Y.data_ptr(), yo, yi, f.data_ptr(), c.data_ptr(),
+                                  so, si, b1.data_ptr(), w2.data_ptr(), b2, ptr(out), ptr(g), ptr(dP), ptr(dY), ptr(df), ptr(dc),
+                                  ptr(dw2), ptr(db1), torch.get_num_threads())
+
+def _pair_mlp(head: WeightHead, P, Y, f, c, b1):
+    "head's second layer on relu(f·P + c·Y + b1) with P (a,1,N,H) per text or (1,b,N,H) per video; f, c None: 1 and −1, b1 None: 0."
+    a, b = Y.shape[:2]
+    axis = 0 if P.shape[0] == Y.shape[0] and P.shape[1] == 1 else 1          # which side the token rows belong to
+    Px = P[:, 0] if axis == 0 else P[0]
+    if f is None: f, c = P.new_ones(a, b, Px.shape[1]), P.new_full((a, b, Px.shape[1]), -1.)
+    if b1 is None: b1 = P.new_zeros(P.shape[-1])
+    return _PairMLP.apply(Px, Y, f, c, b1, head.fc2.weight[0], head.fc2.bias, axis)
+
+def _pair_mlp_reference(P, Y, f, c, b1, w2, b2, axis):
+    "What `_PairMLP` computes, in plain PyTorch (materialises (a, b, N, H))."
+    pre = f[..., None] * (P[:, None] if axis == 0 else P[None]) + c[..., None] * Y[:, :, None] + b1
+    return pre.relu() @ w2 + b2[0]
+
+def pair_mlp_available(device="cpu", dtype=torch.float32) -> bool:
+    "Whether training with `kernels='compiled'` runs the pair MLPs in C++ here: float32 on the CPU, built, forward and backward checked against PyTorch once per process, not switched off by HBI_REPRO_FUSED_KERNEL=off."
+    import os
+    if torch.device(device).type != "cpu" or dtype != torch.float32 or os.environ.get("HBI_REPRO_FUSED_KERNEL", "").lower() in ("off", "0", "no"):
+        return False
+    if "mlp" not in _FUSED_OK:
+        _FUSED_OK["mlp"] = False
+        if _fused_lib() is not None:
+            try:
+                with torch.autocast("cpu", enabled=False):
+                    gen, ok = torch.Generator().manual_seed(0), True
+                    for axis in (0, 1):
+                        a, b, N, H = 3, 5, 4, 19
+                        ins = [torch.randn(*s, generator=gen, dtype=torch.float32).requires_grad_()
+                               for s in (((a, b)[axis], N, H), (a, b, H), (a, b, N), (a, b, N), (H,), (H,), (1,))]
+                        g = torch.randn(a, b, N, generator=gen, dtype=torch.float32)
+                        got = [_PairMLP.apply(*ins, axis), *torch.autograd.grad(_PairMLP.apply(*ins, axis), ins, g)]
+                        want = [_pair_mlp_reference(*ins, axis), *torch.autograd.grad(_pair_mlp_reference(*ins, axis), ins, g)]
+                        ok = ok and all(torch.allclose(x, y, atol=1e-4, rtol=1e-4) for x, y in zip(got, want))
+                _FUSED_OK["mlp"] = ok
+                if not ok: warnings.warn("the C++ pair MLPs disagree with PyTorch; training uses the eager path")
+            except Exception as e:
+                warnings.warn(f"the C++ pair MLPs failed their check ({type(e).__name__}: {str(e).splitlines()[0][:200]}); training uses the eager path")
+    return _FUSED_OK["mlp"]
+
+def _pair_mlp_fits(rec, t, t_head, v_head) -> bool:
+    "Whether a call with gradients can run its pair MLPs in C++: float32 on the CPU outside autocast, the kernel available."
+    return (t.device.type == "cpu" and t.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and all(p.dtype == torch.float32 for m in (rec, t_head, v_head) for p in m.parameters())
+            and pair_mlp_available(t.device, t.dtype))
 
 # %% ../nbs/04_reconstruct.ipynb #5e07f6c7
 def _bench_once(method: str, A: int, B: int, T: int, V: int, D: int, hidden: int, weight_hidden: int,

@@ -159,6 +159,44 @@ def test_fused_kernel_falls_back_without_a_compiler(monkeypatch, tmp_path):
         got = rec.pairwise_similarity(t, tm, tc, v, vm, th, vh, kernels="compiled")
         assert R.LAST_IMPL["impl"] == "compiled"                           # Inductor's kernels ran, not the eager path
         torch.testing.assert_close(got, rec.pairwise_similarity(t, tm, tc, v, vm, th, vh), atol=1e-5, rtol=0)
+    got = rec.pairwise_similarity(t, tm, tc, v, vm, th, vh, kernels="compiled")   # with gradients: the eager path
+    assert R.LAST_IMPL["impl"] == "eager" and got.requires_grad
+    torch.testing.assert_close(got, rec.pairwise_similarity(t, tm, tc, v, vm, th, vh), atol=0, rtol=0)
+
+
+def test_training_with_cpp_pair_mlps_matches_eager(monkeypatch):
+    "train.kernels=compiled: an HBI V2 training step has the eager path's loss and gradients (to float rounding), the C++"
+    "pair MLPs run for all four MLPs at every level, and autocast keeps them out; an unknown value is a clear error."
+    import hbi_repro.reconstruct as R
+    monkeypatch.delenv("HBI_REPRO_FUSED_KERNEL", raising=False)
+    R._FUSED_OK.pop("mlp", None)
+    if R._fused_lib() is None:
+        pytest.skip("the C++ kernels cannot be built here (test_compiled_inference_kernels_match_eager says why)")
+    assert R.pair_mlp_available()                                           # built, and its own check passed
+    torch.manual_seed(0)
+    eager = HBIModel(get_config("smoke", "T1/HBI-V2")).train()
+    fast = HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["train.kernels=compiled"])).train()
+    fast.load_state_dict(eager.state_dict())
+    b = synthetic_batch(6, 5, 9, 32, seed=1)
+    b["video_mask"][1, 3:] = False                                          # a shorter video
+    calls, pair_mlp = [], R._pair_mlp
+    monkeypatch.setattr(R, "_pair_mlp", lambda *a: calls.append(1) or pair_mlp(*a))
+    res = {}
+    for name, m in (("eager", eager), ("fast", fast)):
+        calls.clear()
+        out = m(b)
+        out["loss"].backward()
+        res[name] = (out["loss"].detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}, len(calls))
+    assert res["eager"][2] == 0 and res["fast"][2] == 4 * 3                 # γ, δ and both weight heads at three levels
+    torch.testing.assert_close(res["fast"][0], res["eager"][0], atol=1e-5, rtol=1e-5)
+    assert res["fast"][1].keys() == res["eager"][1].keys()
+    for n, g in res["eager"][1].items():
+        torch.testing.assert_close(res["fast"][1][n], g, atol=1e-5 * max(1.0, g.abs().max().item()), rtol=1e-4, msg=n)
+    calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16): fast(b)
+    assert not calls
+    with pytest.raises(ValueError, match="train.kernels"):
+        HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["train.kernels=fast"]))
 
 
 def test_pretrained_estimator_loads_into_the_model(tmp_path):
