@@ -12,7 +12,7 @@ from .similarity import masked_softmax, WeightHead, token_interaction, matched_i
 
 # %% auto #0
 __all__ = ['KERNELS', 'LAST_IMPL', 'masked_mean', 'Reconstruction', 'pairwise_similarity', 'pairwise_similarity_materialised',
-           'compiled_kernels_available', 'fused_kernel_available', 'pair_mlp_available', 'bench_similarity']
+           'compiled_kernels_available', 'fused_kernel_available', 'train_kernels_available', 'bench_similarity']
 
 # %% ../nbs/04_reconstruct.ipynb #7aabede3
 def masked_mean(x: torch.Tensor,     # (..., N, D)
@@ -116,7 +116,7 @@ def pairwise_similarity(rec: Reconstruction,
                         chunk: int | None = None,   # texts and videos per block; None: picked by kernels and device
                         return_stats: bool = False, # also return γ/δ mean, std, min, max over all pairs' real tokens
                         kernels: str = "eager",     # "compiled": fused kernels; without gradients all of a block (CPU float32: C++; else torch.compile),
-                                                    # with gradients (training) the pair-dependent MLPs, forward and backward (CPU float32: C++)
+                                                    # with gradients (training) the pair MLPs and Eq. 12's maxima, forward and backward (CPU float32: C++)
                        ):                           # S (A, B), or (S, stats)
     "Eq. 12 on reconstructed tokens (Eqs. 2-5) for every text × video, by expansion into per-token and per-pair terms."
     _check(t, t_mask, t_cls, v, v_mask)
@@ -129,12 +129,12 @@ def pairwise_similarity(rec: Reconstruction,
     if kernels == "compiled" and not torch.is_grad_enabled():   # the fastest compiled path that works here
         if not return_stats and _fused_fits(rec, t, t_weight_head, v_weight_head): impl = "fused"
         elif compiled_kernels_available(t.device, t.dtype): impl = "compiled"
-    elif kernels == "compiled" and _pair_mlp_fits(rec, t, t_weight_head, v_weight_head): impl = "fused-mlp"   # training
+    elif kernels == "compiled" and _train_kernels_fit(rec, t, t_weight_head, v_weight_head): impl = "fused-train"   # training
     LAST_IMPL["impl"] = impl                                   # what ran, for benchmarks to record
     return _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats, impl)
 
 def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, chunk, return_stats,
-              impl: str):   # "eager" (`_block`), "fused-mlp" (`_block` with C++ pair MLPs), "compiled" (Inductor: `_block_compiled`) or "fused" (C++: `_fused_blocks`)
+              impl: str):   # "eager" (`_block`), "fused-train" (`_block` with C++ parts), "compiled" (Inductor: `_block_compiled`) or "fused" (C++: `_fused_blocks`)
     "`pairwise_similarity` once the kernels are chosen: per-token terms once, then blocks of texts × videos."
     (A, T, D), (B, V, _) = t.shape, v.shape
     t_mask, v_mask = t_mask.bool(), v_mask.bool()
@@ -145,7 +145,7 @@ def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, ch
         # (fastest on the 2-core CPU: 32-48 wide blocks at the entity level, 80-100 at the action level); videos in groups of 16
         c = chunk or max(16, int(math.sqrt(1.5 * (1 << 19) / (T * V))))
         a_edges, b_edges = _even_edges(A, c), [*range(0, B, max(16, 16 * round(c / 16))), B]
-    elif impl in ("compiled", "fused-mlp"):   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 floats per pair-sized tensor
+    elif impl in ("compiled", "fused-train"):   # nothing of size (pairs, tokens, hidden) exists: blocks of ~2^21 floats per pair-sized tensor
         # (GPU: 64× more), split evenly; the pooled hidden rows (pairs, Hr + Hw) count as well as the word-frame products
         # (pairs, T·V): they dominate at the event level (T·V = 8), where blocks sized by T·V alone were 4096 wide on a GPU
         Hs = rec.gamma_mlp.fc1.out_features + max(t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
@@ -155,7 +155,7 @@ def _pairwise(rec, t, t_mask, t_cls, v, v_mask, t_weight_head, v_weight_head, ch
         H = max(rec.gamma_mlp.fc1.out_features, t_weight_head.fc1.out_features, v_weight_head.fc1.out_features)
         c = chunk or max(1, int(math.sqrt((1 << 22) * (64 if t.device.type == "cuda" else 1) / ((T + V) * H))))
         a_edges, b_edges = [*range(0, A, c), A], [*range(0, B, c), B]
-    block = _block_compiled if impl == "compiled" else (lambda *a: _block(*a, fused_mlp=impl == "fused-mlp"))  # (defined below)
+    block = _block_compiled if impl == "compiled" else (lambda *a: _block(*a, fused_train=impl == "fused-train"))  # (defined below)
     # per-token terms (first layers, Gram matrices), once
     Pg = v @ rec.gamma_mlp.fc1.weight.T + rec.gamma_mlp.fc1.bias   # (B, V, Hr)  W1 v + b1 of the γ MLP
     Pd = t @ rec.delta_mlp.fc1.weight.T + rec.delta_mlp.fc1.bias   # (A, T, Hr)
@@ -187,8 +187,8 @@ def _even_edges(n: int, c: int) -> list:
     k = -(-n // c)
     return [round(i * n / k) for i in range(k + 1)]
 
-def _block(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2, t_head, v_head, stats, fused_mlp=False):
-    "S for one block of a texts × b videos (`fused_mlp`: the four pair-dependent MLPs in C++)."
+def _block(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2, t_head, v_head, stats, fused_train=False):
+    "S for one block of a texts × b videos (`fused_train`: the pair-dependent MLPs and Eq. 12's maxima in C++, with their backward)."
     (a, T, D), (b, V, _) = t.shape, v.shape
     p = masked_softmax(rec.attn_scale * (t_cls @ v.reshape(-1, D).T).view(a, b, V), vm[None])   # (a, b, V)  Eq. 2 weights
     q = masked_softmax(rec.attn_scale * (v_mean @ t.reshape(-1, D).T).view(b, a, T).transpose(0, 1), tm[:, None])  # (a, b, T)  Eq. 4
@@ -197,25 +197,29 @@ def _block(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2,
     # γ = MLP(v − c^v), δ = MLP(t − c^t) through the linear first layer
     Yg = (p.transpose(0, 1) @ (Pg - rec.gamma_mlp.fc1.bias)).transpose(0, 1)   # (a, b, Hr)  c^v W1ᵀ
     Yd = q @ (Pd - rec.delta_mlp.fc1.bias)                                # (a, b, Hr)  c^t W1ᵀ
-    gamma = _diff_head(rec.gamma_mlp, Pg[None], Yg, fused_mlp) * vm[None]            # (a, b, V)
-    delta = _diff_head(rec.delta_mlp, Pd[:, None], Yd, fused_mlp) * tm[:, None]      # (a, b, T)
+    gamma = _diff_head(rec.gamma_mlp, Pg[None], Yg, fused_train) * vm[None]            # (a, b, V)
+    delta = _diff_head(rec.delta_mlp, Pd[:, None], Yd, fused_train) * tm[:, None]      # (a, b, T)
     if stats is not None: stats.add(gamma, vm[None].expand_as(gamma), delta, tm[:, None].expand_as(delta))
     if rec.token_weights == "single":                                     # weights of the single-modal tokens (cheap)
         v_w = masked_softmax(v_head(v), vm).expand(a, b, V)
         t_w = masked_softmax(t_head(t), tm)[:, None].expand(a, b, T)
     else:                                                                 # weight heads on reconstructed tokens (Eq. 12)
         Yv, Yt = (p.transpose(0, 1) @ Pv).transpose(0, 1), q @ Pt         # (a, b, Hw)
-        v_w = masked_softmax(_mix_head(v_head, gamma, Pv[None], Yv, fused_mlp), vm[None])
-        t_w = masked_softmax(_mix_head(t_head, delta, Pt[:, None], Yt, fused_mlp), tm[:, None])
-    # cosines of reconstructed tokens
+        v_w = masked_softmax(_mix_head(v_head, gamma, Pv[None], Yv, fused_train), vm[None])
+        t_w = masked_softmax(_mix_head(t_head, delta, Pt[:, None], Yt, fused_train), tm[:, None])
+    # cosines of reconstructed tokens: norms here, inner products and Eq. 12 in _cos_wti (or its C++ twin)
+    r2 = gamma ** 2 * nv2[None] + 2 * gamma * (1 - gamma) * v_cv + (1 - gamma) ** 2 * cv2[..., None]
+    u2 = delta ** 2 * nt2[:, None] + 2 * delta * (1 - delta) * t_ct + (1 - delta) ** 2 * ct2[..., None]
+    nr, nu = r2.clamp_min(0).sqrt().clamp_min(1e-12), u2.clamp_min(0).sqrt().clamp_min(1e-12)
+    return (_cos_max if fused_train else _cos_wti)(G, t_cv, ct_v, ct_cv, gamma, delta, nu, nr, t_w, v_w, tm, vm)
+
+def _cos_wti(G, t_cv, ct_v, ct_cv, gamma, delta, nu, nr, t_w, v_w, tm, vm):
+    "Eq. 12 (a, b) on the cosines of the reconstructed tokens, from the terms of the expansion and the norms nu, nr."
     g_, d_ = gamma[:, :, None, :], delta[..., None]                       # (a,b,1,V), (a,b,T,1)
     alpha = t_cv - ct_cv[..., None]                                       # ⟨t − c^t, c^v⟩  (a, b, T)
     beta = ct_v - ct_cv[..., None]                                        # ⟨c^t, v − c^v⟩  (a, b, V)
     inner = (G - t_cv[..., None] - beta[:, :, None, :]) * (d_ * g_)       # δγ⟨t − c^t, v − c^v⟩
     inner += (delta * alpha)[..., None] + (gamma * beta)[:, :, None, :] + ct_cv[..., None, None]
-    r2 = gamma ** 2 * nv2[None] + 2 * gamma * (1 - gamma) * v_cv + (1 - gamma) ** 2 * cv2[..., None]
-    u2 = delta ** 2 * nt2[:, None] + 2 * delta * (1 - delta) * t_ct + (1 - delta) ** 2 * ct2[..., None]
-    nr, nu = r2.clamp_min(0).sqrt().clamp_min(1e-12), u2.clamp_min(0).sqrt().clamp_min(1e-12)
     cos = inner / nu[..., None] / nr[:, :, None, :]
     return wti_from_sim(cos, tm[:, None], vm[None], t_w, v_w)
 
@@ -561,6 +565,87 @@ extern "C" void hbi_pair_mlp(int O, int I, int N, int H, int backward,
     }
   }
 }
+
+// Eq. 12 on the cosines of reconstructed tokens, forward and backward, for a x b pairs (T words, V frames each):
+//   cos_kl = ((G_kl - t_cv_k - beta_l) del_k gam_l + del_k alpha_k + gam_l beta_l + ct_cv) / nu_k / nr_l,
+//   alpha = t_cv - ct_cv, beta = ct_v - ct_cv; S = (sum_k tw_k max_{valid l} cos_kl + sum_l vw_l max_{valid k} cos_kl) / 2.
+// Per-pair arrays are (a, b, T) / (a, b, V) / (a, b) contiguous; G and dG are read and written through strides.
+extern "C" void hbi_cos_max(int A, int B, int T, int V, int backward,
+    const float *G, long gA, long gT, long gB, long gV,
+    const float *t_cv, const float *ct_v, const float *ct_cv, const float *gam, const float *del,
+    const float *nu, const float *nr, const float *tw, const float *vw,
+    const uint8_t *tm, const uint8_t *vm,                 // (A, T), (B, V)
+    float *S, float *t2v, float *v2t, int32_t *targ, int32_t *varg,    // forward out; backward reads t2v ... varg
+    const float *dS, float *dG, long dA, long dT, long dB, long dV,
+    float *d_tcv, float *d_ctv, float *d_ctcv, float *d_gam, float *d_del, float *d_nu, float *d_nr, float *d_tw, float *d_vw,
+    int nthreads)
+{
+  #pragma omp parallel num_threads(nthreads)
+  {
+    float *buf = (float *)malloc(sizeof(float) * (2 * (size_t)V + 1));
+    float *beta = buf, *cbest = buf + V;
+    #pragma omp for collapse(2) schedule(static)
+    for (int a = 0; a < A; a++) for (int b = 0; b < B; b++) {
+      const size_t p = (size_t)a * B + b, pT = p * T, pV = p * V;
+      const float cc = ct_cv[p];
+      const uint8_t *tma = tm + (size_t)a * T, *vmb = vm + (size_t)b * V;
+      bool t_any = false, v_any = false;
+      for (int k = 0; k < T; k++) t_any |= tma[k] != 0;
+      for (int l = 0; l < V; l++) { v_any |= vmb[l] != 0; beta[l] = ct_v[pV + l] - cc; }
+      const float *Gp = G + a * gA + b * gB;
+      if (!backward) {
+        for (int l = 0; l < V; l++) { cbest[l] = -FLT_MAX; varg[pV + l] = -1; }
+        float st = 0.f, sv = 0.f;
+        for (int k = 0; k < T; k++) {
+          const float d = del[pT + k], tc = t_cv[pT + k], al = tc - cc, n = nu[pT + k];
+          float best = -FLT_MAX; int arg = -1; const bool tk = tma[k] != 0;
+          for (int l = 0; l < V; l++) {
+            const float g = gam[pV + l];
+            const float c = ((Gp[k * gT + l * gV] - tc - beta[l]) * d * g + d * al + g * beta[l] + cc) / n / nr[pV + l];
+            if (vmb[l] && c > best) { best = c; arg = l; }
+            if (tk && c > cbest[l]) { cbest[l] = c; varg[pV + l] = k; }
+          }
+          if (!v_any) { best = 0.f; arg = -1; }
+          t2v[pT + k] = best; targ[pT + k] = arg; st += tw[pT + k] * best;
+        }
+        for (int l = 0; l < V; l++) {
+          if (!t_any) { cbest[l] = 0.f; varg[pV + l] = -1; }
+          v2t[pV + l] = cbest[l]; sv += vw[pV + l] * cbest[l];
+        }
+        S[p] = 0.5f * (st + sv);
+        continue;
+      }
+      // backward: only the cells that won a maximum carry a gradient
+      const float ds = 0.5f * dS[p];
+      float *dGp = dG + a * dA + b * dB;
+      for (int k = 0; k < T; k++) for (int l = 0; l < V; l++) dGp[k * dT + l * dV] = 0.f;
+      for (int k = 0; k < T; k++) { d_tcv[pT + k] = 0.f; d_del[pT + k] = 0.f; d_nu[pT + k] = 0.f; d_tw[pT + k] = ds * t2v[pT + k]; }
+      for (int l = 0; l < V; l++) { d_ctv[pV + l] = 0.f; d_gam[pV + l] = 0.f; d_nr[pV + l] = 0.f; d_vw[pV + l] = ds * v2t[pV + l]; }
+      float dcc = 0.f;
+      for (int side = 0; side < 2; side++) {
+        const int n = side ? V : T;
+        for (int u = 0; u < n; u++) {
+          const int k = side ? varg[pV + u] : u, l = side ? u : targ[pT + u];
+          if (k < 0 || l < 0) continue;
+          const float w = ds * (side ? vw[pV + l] : tw[pT + k]);
+          if (w == 0.f) continue;
+          const float d = del[pT + k], g = gam[pV + l], tc = t_cv[pT + k], al = tc - cc, nk = nu[pT + k], nl = nr[pV + l];
+          const float x = Gp[k * gT + l * gV] - tc - beta[l];
+          const float c = (x * d * g + d * al + g * beta[l] + cc) / nk / nl;
+          const float di = w / nk / nl;
+          d_nu[pT + k] -= w * c / nk; d_nr[pV + l] -= w * c / nl;
+          dGp[k * dT + l * dV] += di * d * g;
+          d_del[pT + k] += di * (x * g + al); d_gam[pV + l] += di * (x * d + beta[l]);
+          d_tcv[pT + k] += di * (d - d * g);
+          const float db = di * (g - d * g);
+          d_ctv[pV + l] += db; dcc += di * (1.f - d) - db;
+        }
+      }
+      d_ctcv[p] = dcc;
+    }
+    free(buf);
+  }
+}
 """
 
 _FUSED_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-ffp-contract=fast", "-shared", "-fPIC"]
@@ -595,6 +680,8 @@ def _fused_lib():
         l = ctypes.c_long
         lib.hbi_pair_mlp.argtypes = [i] * 5 + [p, p, l, l, p, p, l, l, p, p, f] + [p] * 8 + [i]
         lib.hbi_pair_mlp.restype = None
+        lib.hbi_cos_max.argtypes = [i] * 5 + [p] + [l] * 4 + [p] * 16 + [p, p] + [l] * 4 + [p] * 9 + [i]
+        lib.hbi_cos_max.restype = None
         _FUSED["lib"] = lib
     except Exception as e:
         warnings.warn(f"the fused CPU kernel is unavailable ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
@@ -723,18 +810,52 @@ def _pair_mlp(head: WeightHead, P, Y, f, c, b1):
     if b1 is None: b1 = P.new_zeros(P.shape[-1])
     return _PairMLP.apply(Px, Y, f, c, b1, head.fc2.weight[0], head.fc2.bias, axis)
 
+class _CosMax(torch.autograd.Function):
+    "`_cos_wti` forward and backward in C++ (`hbi_cos_max`): no (a, b, T, V) tensor but G and its gradient; float32, CPU."
+    @staticmethod
+    def forward(ctx, G, t_cv, ct_v, ct_cv, gamma, delta, nu, nr, t_w, v_w, tm, vm):
+        (a, b, T, V), per_pair = G.shape, [x.contiguous() for x in (t_cv, ct_v, ct_cv, gamma, delta, nu, nr, t_w, v_w)]
+        masks = [m.to(torch.uint8).contiguous() for m in (tm, vm)]                 # (a, T), (b, V)
+        S, t2v, v2t = G.new_empty(a, b), G.new_empty(a, b, T), G.new_empty(a, b, V)  # with the winners of both maxima
+        targ, varg = torch.empty(a, b, T, dtype=torch.int32), torch.empty(a, b, V, dtype=torch.int32)
+        _CosMax._call(G, per_pair, masks, [S, t2v, v2t, targ, varg])
+        ctx.save_for_backward(G, *per_pair, *masks, t2v, v2t, targ, varg)
+        return S
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dS):
+        G, *rest = ctx.saved_tensors
+        per_pair, masks, saved = rest[:9], rest[9:11], rest[11:]
+        dG, grads = torch.empty_like(G), [torch.empty_like(x) for x in per_pair]   # every entry is written
+        _CosMax._call(G, per_pair, masks, [None, *saved], dS.contiguous(), dG, grads)
+        return (dG, *grads, None, None)
+
+    @staticmethod
+    def _call(G, per_pair, masks, fwd, dS=None, dG=None, grads=None):
+        (a, b, T, V), gs = G.shape, G.stride()
+        ds = dG.stride() if dG is not None else (0, 0, 0, 0)
+        ptr = lambda x: None if x is None else x.data_ptr()
+        _fused_lib().hbi_cos_max(a, b, T, V, int(dS is not None), G.data_ptr(), gs[0], gs[2], gs[1], gs[3],
+                                 *map(ptr, per_pair), *map(ptr, masks), *map(ptr, fwd), ptr(dS), ptr(dG), ds[0], ds[2], ds[1], ds[3],
+                                 *map(ptr, grads or [None] * 9), torch.get_num_threads())
+
+def _cos_max(G, t_cv, ct_v, ct_cv, gamma, delta, nu, nr, t_w, v_w, tm, vm):
+    "`_cos_wti` through the C++ kernel (a maximum's gradient goes to its first winner; PyTorch's amax splits it among ties)."
+    return _CosMax.apply(G, t_cv, ct_v, ct_cv, gamma, delta, nu, nr, t_w, v_w, tm, vm)
+
 def _pair_mlp_reference(P, Y, f, c, b1, w2, b2, axis):
     "What `_PairMLP` computes, in plain PyTorch (materialises (a, b, N, H))."
     pre = f[..., None] * (P[:, None] if axis == 0 else P[None]) + c[..., None] * Y[:, :, None] + b1
     return pre.relu() @ w2 + b2[0]
 
-def pair_mlp_available(device="cpu", dtype=torch.float32) -> bool:
-    "Whether training with `kernels='compiled'` runs the pair MLPs in C++ here: float32 on the CPU, built, forward and backward checked against PyTorch once per process, not switched off by HBI_REPRO_FUSED_KERNEL=off."
+def train_kernels_available(device="cpu", dtype=torch.float32) -> bool:
+    "Whether training with `kernels='compiled'` runs the C++ pair MLPs and Eq. 12 maxima here: float32 on the CPU, built, forward and backward checked against PyTorch once per process, not switched off by HBI_REPRO_FUSED_KERNEL=off."
     import os
     if torch.device(device).type != "cpu" or dtype != torch.float32 or os.environ.get("HBI_REPRO_FUSED_KERNEL", "").lower() in ("off", "0", "no"):
         return False
-    if "mlp" not in _FUSED_OK:
-        _FUSED_OK["mlp"] = False
+    if "train" not in _FUSED_OK:
+        _FUSED_OK["train"] = False
         if _fused_lib() is not None:
             try:
                 with torch.autocast("cpu", enabled=False):
@@ -747,17 +868,28 @@ def pair_mlp_available(device="cpu", dtype=torch.float32) -> bool:
                         got = [_PairMLP.apply(*ins, axis), *torch.autograd.grad(_PairMLP.apply(*ins, axis), ins, g)]
                         want = [_pair_mlp_reference(*ins, axis), *torch.autograd.grad(_pair_mlp_reference(*ins, axis), ins, g)]
                         ok = ok and all(torch.allclose(x, y, atol=1e-4, rtol=1e-4) for x, y in zip(got, want))
-                _FUSED_OK["mlp"] = ok
-                if not ok: warnings.warn("the C++ pair MLPs disagree with PyTorch; training uses the eager path")
+                    a, b, T, V = 3, 4, 5, 6                 # Eq. 12's maxima, with padding and an empty text
+                    r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float32)
+                    ins = [r(a, T, b, V).transpose(1, 2), r(a, b, T), r(a, b, V), r(a, b), r(a, b, V), r(a, b, T),
+                           r(a, b, T).abs() + .5, r(a, b, V).abs() + .5, r(a, b, T).softmax(-1), r(a, b, V).softmax(-1)]
+                    ins = [x.requires_grad_() for x in ins]
+                    tm, vm = torch.rand(a, T, generator=gen) < .7, torch.rand(b, V, generator=gen) < .7
+                    tm[0] = False
+                    g = r(a, b)
+                    got = [_cos_max(*ins, tm, vm), *torch.autograd.grad(_cos_max(*ins, tm, vm), ins, g)]
+                    want = [_cos_wti(*ins, tm, vm), *torch.autograd.grad(_cos_wti(*ins, tm, vm), ins, g)]
+                    ok = ok and all(torch.allclose(x, y, atol=1e-4, rtol=1e-4) for x, y in zip(got, want))
+                _FUSED_OK["train"] = ok
+                if not ok: warnings.warn("the C++ training kernels disagree with PyTorch; training uses the eager path")
             except Exception as e:
-                warnings.warn(f"the C++ pair MLPs failed their check ({type(e).__name__}: {str(e).splitlines()[0][:200]}); training uses the eager path")
-    return _FUSED_OK["mlp"]
+                warnings.warn(f"the C++ training kernels failed their check ({type(e).__name__}: {str(e).splitlines()[0][:200]}); training uses the eager path")
+    return _FUSED_OK["train"]
 
-def _pair_mlp_fits(rec, t, t_head, v_head) -> bool:
-    "Whether a call with gradients can run its pair MLPs in C++: float32 on the CPU outside autocast, the kernel available."
+def _train_kernels_fit(rec, t, t_head, v_head) -> bool:
+    "Whether a call with gradients can run the C++ training kernels: float32 on the CPU outside autocast, the kernels available."
     return (t.device.type == "cpu" and t.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
             and all(p.dtype == torch.float32 for m in (rec, t_head, v_head) for p in m.parameters())
-            and pair_mlp_available(t.device, t.dtype))
+            and train_kernels_available(t.device, t.dtype))
 
 # %% ../nbs/04_reconstruct.ipynb #5e07f6c7
 def _bench_once(method: str, A: int, B: int, T: int, V: int, D: int, hidden: int, weight_hidden: int,

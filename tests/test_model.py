@@ -164,30 +164,31 @@ def test_fused_kernel_falls_back_without_a_compiler(monkeypatch, tmp_path):
     torch.testing.assert_close(got, rec.pairwise_similarity(t, tm, tc, v, vm, th, vh), atol=0, rtol=0)
 
 
-def test_training_with_cpp_pair_mlps_matches_eager(monkeypatch):
+def test_training_with_cpp_kernels_matches_eager(monkeypatch):
     "train.kernels=compiled: an HBI V2 training step has the eager path's loss and gradients (to float rounding), the C++"
-    "pair MLPs run for all four MLPs at every level, and autocast keeps them out; an unknown value is a clear error."
+    "pair MLPs run for all four MLPs and the C++ Eq. 12 maxima at every level, autocast keeps them out; an unknown value is a clear error."
     import hbi_repro.reconstruct as R
     monkeypatch.delenv("HBI_REPRO_FUSED_KERNEL", raising=False)
-    R._FUSED_OK.pop("mlp", None)
+    R._FUSED_OK.pop("train", None)
     if R._fused_lib() is None:
         pytest.skip("the C++ kernels cannot be built here (test_compiled_inference_kernels_match_eager says why)")
-    assert R.pair_mlp_available()                                           # built, and its own check passed
+    assert R.train_kernels_available()                                      # built, and its own check passed
     torch.manual_seed(0)
     eager = HBIModel(get_config("smoke", "T1/HBI-V2")).train()
     fast = HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["train.kernels=compiled"])).train()
     fast.load_state_dict(eager.state_dict())
     b = synthetic_batch(6, 5, 9, 32, seed=1)
     b["video_mask"][1, 3:] = False                                          # a shorter video
-    calls, pair_mlp = [], R._pair_mlp
-    monkeypatch.setattr(R, "_pair_mlp", lambda *a: calls.append(1) or pair_mlp(*a))
+    calls, pair_mlp, cos_max = [], R._pair_mlp, R._cos_max
+    monkeypatch.setattr(R, "_pair_mlp", lambda *a: calls.append("mlp") or pair_mlp(*a))
+    monkeypatch.setattr(R, "_cos_max", lambda *a: calls.append("max") or cos_max(*a))
     res = {}
     for name, m in (("eager", eager), ("fast", fast)):
         calls.clear()
         out = m(b)
         out["loss"].backward()
-        res[name] = (out["loss"].detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}, len(calls))
-    assert res["eager"][2] == 0 and res["fast"][2] == 4 * 3                 # γ, δ and both weight heads at three levels
+        res[name] = (out["loss"].detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}, sorted(calls))
+    assert res["eager"][2] == [] and res["fast"][2] == ["max"] * 3 + ["mlp"] * 12   # γ, δ, both weight heads, maxima: three levels
     torch.testing.assert_close(res["fast"][0], res["eager"][0], atol=1e-5, rtol=1e-5)
     assert res["fast"][1].keys() == res["eager"][1].keys()
     for n, g in res["eager"][1].items():
