@@ -193,8 +193,9 @@ def bench_model(out: str = "results/bench/model.json", threads: int = 2, repeats
     res = time_rows(MODEL_ROWS, profile="smoke", batch_size=32, frames=12, words=32,
                     repeats=repeats, warmup=2, n_text=1000, n_video=1000, chunk=None, from_features=True,
                     overrides=("model.clusters=[6,2,16,4]",))
-    res["breakdown"] = {p: step_breakdown(p, overrides=("model.clusters=[6,2,16,4]",))["ms_per_step"]
-                        for p in ("T1/Baseline", "T1/HBI", "T1/HBI-V2")}
+    parts = {"T1/Baseline": (), "T1/HBI": (), "T1/HBI-V2": (), "T1/HBI-V2 compiled": COMPILED}   # label: extra overrides
+    res["breakdown"] = {label: step_breakdown(label.split()[0], overrides=("model.clusters=[6,2,16,4]", *extra))["ms_per_step"]
+                        for label, extra in parts.items()}
     write_result(out, res, started=t0, config={"threads": threads})
     return res
 
