@@ -65,19 +65,22 @@ def time_rows(presets: list,                 # preset names, e.g. ["T1/Baseline"
     size = models[presets[0]].clip.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
     batch = synthetic_batch(batch_size, frames, words, size, device, seed)
-    step_times = {n: [] for n in presets}
+    from hbi_repro.reconstruct import LAST_IMPL
+    step_times, train_impl = {n: [] for n in presets}, {}
     for r in range(warmup + repeats):
         for name in presets:
             m, opt = models[name], opts[name]
+            LAST_IMPL.clear()
             _sync(device); t0 = time.perf_counter()
             with _autocast(device, precision): out = m(batch)
+            train_impl[name] = LAST_IMPL.get("impl", "plain")   # what the step's pairwise similarity ran: fused-train, eager or plain
             opt.zero_grad(set_to_none=True); out["loss"].backward(); opt.step(); m.clamp_()
             _sync(device)
             if r >= warmup: step_times[name].append(time.perf_counter() - t0)
     res = {"device": str(device), "precision": precision, "batch_size": batch_size, "frames": frames, "words": words,
            "profile": profile, "repeats": repeats, "rows": {}}
     for name in presets:
-        res["rows"][name] = {"step_s": statistics.median(step_times[name]), "step_s_all": step_times[name]}
+        res["rows"][name] = {"step_s": statistics.median(step_times[name]), "step_s_all": step_times[name], "train_kernel": train_impl[name]}
     if inference:
         inf = time_inference(models, n_text, n_video, frames, words, size, device, precision, chunk, repeats=max(1, repeats // 2),
                              from_features=from_features, seed=seed)
