@@ -77,7 +77,7 @@ class TrainConfig:
     eval_every: int = 0                    # validate every N steps (0 = once per epoch)
     ckpt_every: int = 0                    # checkpoint every N steps (0 = once per epoch)
     max_steps: int = 0                     # stop after N steps (0 = run all epochs); for smoke runs
-    kernels: str = "eager"                 # eager | compiled: HBI V2's pair-dependent MLPs forward + backward in C++ (CPU float32; 04_reconstruct)
+    kernels: str = "eager"                 # eager | compiled: HBI V2's pair-dependent MLPs and Eq. 12 maxima forward + backward in C++ (CPU float32; 04_reconstruct)
 
 @dataclass(frozen=True)
 class EvalConfig:

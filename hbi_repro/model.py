@@ -145,6 +145,9 @@ class HBIModel(nn.Module):
         if m.banzhaf_target not in ("exact", "sampled", "learned"): raise ValueError(f"unknown banzhaf_target {m.banzhaf_target!r}")
         for sec in ("eval", "train"):
             if getattr(cfg, sec).kernels not in KERNELS: raise ValueError(f"{sec}.kernels must be one of {KERNELS}, got {getattr(cfg, sec).kernels!r}")
+        if cfg.train.kernels == "compiled" and m.reconstruction:   # build and check the C++ training kernels now, not inside a training step
+            from .reconstruct import train_kernels_available
+            train_kernels_available()
         self.clip = build_clip(m.clip_name)
         E = self.clip.text_projection.shape[1] if not isinstance(self.clip.text_projection, nn.Linear) else self.clip.text_projection.out_features
         self.dim = E

@@ -103,7 +103,7 @@ def _diff_head(head: WeightHead, Pb, Y, fused: bool = False):
     return head.from_preact(torch.sub(Pb, Y[:, :, None]), inplace=True)
 
 KERNELS = ("eager", "compiled")   # how pairwise_similarity evaluates a block (compiled: see "Compiled kernels" below)
-LAST_IMPL = {}                    # the implementation the last call ran: "eager", "compiled" (Inductor) or "fused" (C++)
+LAST_IMPL = {}                    # the implementation the last call ran: "plain" (HBI V1), "eager", "compiled" (Inductor), "fused" (C++) or "fused-train" (C++ parts, with gradients)
 
 def pairwise_similarity(rec: Reconstruction,
                         t: torch.Tensor,         # (A, T, D) single-modal text tokens
@@ -538,7 +538,7 @@ extern "C" void hbi_pair_mlp(int O, int I, int N, int H, int backward,
           const long s = o * so + i * si + n; const float fn = f[s], cn = c[s]; const float *Pn = Po + (size_t)n * H;
           float acc = 0.f;
           #pragma omp simd reduction(+:acc)
-          for (int h = 0; h < H; h++) { float pre = fn * Pn[h] + cn * Yr[h] + b1[h]; acc += w2[h] * (pre > 0.f ? pre : 0.f); }
+          for (int h = 0; h < H; h++) { float pre = fn * Pn[h] + cn * Yr[h] + b1[h]; acc += w2[h] * (pre <= 0.f ? 0.f : pre); }  // NaN stays NaN
           out[s] = acc + b2;
         }
       }
@@ -602,8 +602,8 @@ extern "C" void hbi_cos_max(int A, int B, int T, int V, int backward,
           for (int l = 0; l < V; l++) {
             const float g = gam[pV + l];
             const float c = ((Gp[k * gT + l * gV] - tc - beta[l]) * d * g + d * al + g * beta[l] + cc) / n / nr[pV + l];
-            if (vmb[l] && c > best) { best = c; arg = l; }
-            if (tk && c > cbest[l]) { cbest[l] = c; varg[pV + l] = k; }
+            if (vmb[l] && (c > best || c != c) && best == best) { best = c; arg = l; }   // a NaN wins and stays, as in amax
+            if (tk && (c > cbest[l] || c != c) && cbest[l] == cbest[l]) { cbest[l] = c; varg[pV + l] = k; }
           }
           if (!v_any) { best = 0.f; arg = -1; }
           t2v[pT + k] = best; targ[pT + k] = arg; st += tw[pT + k] * best;
@@ -781,7 +781,7 @@ class _PairMLP(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        P, Y, f, c, b1, w2 = ctx.saved_tensors
+        P, Y, f, c, b1, w2 = (x.contiguous() for x in ctx.saved_tensors)   # unpack hooks may change strides
         O, H = P.shape[0], P.shape[-1]
         grads = dict(dP=torch.empty_like(P), dY=torch.empty_like(Y), df=torch.empty_like(f), dc=torch.empty_like(f),
                      dw2=P.new_empty(O, H), db1=P.new_empty(O, H))     # per row of P: summed below in a fixed order
@@ -792,8 +792,11 @@ class _PairMLP(torch.autograd.Function):
     @staticmethod
     def _call(P, Y, f, c, b1, w2, b2, axis, out=None, g=None, dP=None, dY=None, df=None, dc=None, dw2=None, db1=None):
         (a, b, N), H = f.shape, P.shape[-1]
-        if P.shape != ((a if axis == 0 else b), N, H) or Y.shape != (a, b, H) or c.shape != f.shape:
-            raise ValueError(f"pair MLP: P {tuple(P.shape)}, Y {tuple(Y.shape)}, f {tuple(f.shape)}, c {tuple(c.shape)}, axis {axis}")
+        if P.shape != ((a if axis == 0 else b), N, H) or Y.shape != (a, b, H) or c.shape != f.shape or b1.shape != (H,) or w2.shape != (H,):
+            raise ValueError(f"pair MLP: P {tuple(P.shape)}, Y {tuple(Y.shape)}, f {tuple(f.shape)}, c {tuple(c.shape)}, "
+                             f"b1 {tuple(b1.shape)}, w2 {tuple(w2.shape)}, axis {axis}")
+        if any(x is not None and (x.dtype != torch.float32 or x.device.type != "cpu") for x in (P, Y, f, c, b1, w2, out, g)):
+            raise TypeError("pair MLP: the C++ kernel takes float32 CPU tensors")
         # the grid as outer × inner with P following the outer axis: each thread owns its rows of dP (deterministic sums)
         O, I, yo, yi, so, si = (a, b, b * H, H, b * N, N) if axis == 0 else (b, a, H, b * H, N, b * N)
         ptr = lambda x: None if x is None else x.data_ptr()
@@ -825,8 +828,8 @@ class _CosMax(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dS):
-        G, *rest = ctx.saved_tensors
-        per_pair, masks, saved = rest[:9], rest[9:11], rest[11:]
+        G, *rest = ctx.saved_tensors                       # G by its own strides; the rest contiguous again (unpack hooks)
+        per_pair, masks, saved = [x.contiguous() for x in rest[:9]], [x.contiguous() for x in rest[9:11]], [x.contiguous() for x in rest[11:]]
         dG, grads = torch.empty_like(G), [torch.empty_like(x) for x in per_pair]   # every entry is written
         _CosMax._call(G, per_pair, masks, [None, *saved], dS.contiguous(), dG, grads)
         return (dG, *grads, None, None)
@@ -834,6 +837,12 @@ class _CosMax(torch.autograd.Function):
     @staticmethod
     def _call(G, per_pair, masks, fwd, dS=None, dG=None, grads=None):
         (a, b, T, V), gs = G.shape, G.stride()
+        want = [(a, b, T), (a, b, V), (a, b), (a, b, V), (a, b, T), (a, b, T), (a, b, V), (a, b, T), (a, b, V)]   # no broadcasting
+        if [tuple(x.shape) for x in per_pair] != want or [tuple(m.shape) for m in masks] != [(a, T), (b, V)]:
+            raise ValueError(f"Eq. 12 maxima: G {tuple(G.shape)} needs per-pair terms {want} and masks [(a, T), (b, V)], got "
+                             f"{[tuple(x.shape) for x in per_pair]} and {[tuple(m.shape) for m in masks]}")
+        if any(x.dtype != torch.float32 or x.device.type != "cpu" for x in (G, *per_pair)) or any(m.dtype != torch.uint8 for m in masks):
+            raise TypeError("Eq. 12 maxima: the C++ kernel takes float32 CPU tensors and uint8 masks")
         ds = dG.stride() if dG is not None else (0, 0, 0, 0)
         ptr = lambda x: None if x is None else x.data_ptr()
         _fused_lib().hbi_cos_max(a, b, T, V, int(dS is not None), G.data_ptr(), gs[0], gs[2], gs[1], gs[3],
@@ -857,8 +866,8 @@ def train_kernels_available(device="cpu", dtype=torch.float32) -> bool:
     if "train" not in _FUSED_OK:
         _FUSED_OK["train"] = False
         if _fused_lib() is not None:
-            try:
-                with torch.autocast("cpu", enabled=False):
+            try:   # with gradients, whatever the caller's mode (no_grad, inference_mode); run once up front by HBIModel
+                with torch.autocast("cpu", enabled=False), torch.inference_mode(False), torch.enable_grad():
                     gen, ok = torch.Generator().manual_seed(0), True
                     for axis in (0, 1):
                         a, b, N, H = 3, 5, 4, 19
