@@ -97,6 +97,7 @@ def run_rows(artifact: str,                  # e.g. "table1"
              clip_checkpoint: str | None = None,  # paper profile: CLIP weights; synthetic: None = the cached backbone
              frozen_backbone: bool = True,   # synthetic/smoke: start from the cached CLIP backbone, frozen
              backbone_epochs: int | None = None,
+             backbone_seed: int = 0,         # synthetic/smoke: seed of the cached backbone's pretraining (run_backbones varies it)
              task: str | None = None,        # override the presets' task (e.g. "qa" for Table IV's QA column)
              progress: bool = True) -> list:
     "Train and test every row for every seed; write one result JSON per (row, seed); return the records."
@@ -108,7 +109,7 @@ def run_rows(artifact: str,                  # e.g. "table1"
     if profile != "paper" and frozen_backbone and clip_checkpoint is None:
         ds = dict(o.split("=", 1) for o in base if o.startswith("data.dataset=")).get("data.dataset", "synthetic")
         bb_over = tuple(o for o in base if o.startswith("data."))
-        clip_checkpoint = str(backbone(profile, ds, epochs=backbone_epochs, root=Path(runs_root) / "cache", overrides=bb_over))
+        clip_checkpoint = str(backbone(profile, ds, epochs=backbone_epochs, seed=backbone_seed, root=Path(runs_root) / "cache", overrides=bb_over))
         base += [f"model.clip_checkpoint={clip_checkpoint}", "train.freeze_encoders=true"]
     elif clip_checkpoint is not None:
         base += [f"model.clip_checkpoint={clip_checkpoint}"]
@@ -170,6 +171,7 @@ ARTIFACTS = {  # short name → notebook in nbs/
     **{f"T{i}": f"run_table{i}.ipynb" for i in range(1, 9)},
     **{f"F{i}": f"run_fig{i}.ipynb" for i in range(8, 12)},
     "ALIGN": "run_alignment.ipynb",
+    "BB": "run_backbones.ipynb",       # not in the paper: Table I (a) over several synthetic backbones
 }
 
 def reproduce_notebooks(only: list | None = None,      # short names (T1, F9, ...); None = all that exist
