@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from .config import get_config, override, config_dict
 
 # %% auto #0
-__all__ = ['DATASET_FILES', 'ARTIFACTS', 'CLIPPretrain', 'backbone', 'row_metrics', 'run_rows', 'check_paper_inputs',
-           'reproduce_notebooks', 'reproduce']
+__all__ = ['DATASET_FILES', 'ARTIFACTS', 'SYNTHETIC_ONLY', 'CLIPPretrain', 'backbone', 'row_metrics', 'run_rows',
+           'check_paper_inputs', 'artifact_names', 'reproduce_notebooks', 'reproduce']
 
 # %% ../nbs/14_experiments.ipynb #ccdc1f6f
 class CLIPPretrain(nn.Module):
@@ -173,6 +173,12 @@ ARTIFACTS = {  # short name → notebook in nbs/
     "ALIGN": "run_alignment.ipynb",
     "BB": "run_backbones.ipynb",       # not in the paper: Table I (a) over several synthetic backbones
 }
+SYNTHETIC_ONLY = ("ALIGN", "BB")       # need the synthetic benchmark (ground-truth alignment, a backbone to retrain)
+
+def artifact_names(only: list | None, profile: str, nbs_dir: Path) -> list:
+    "The artifacts `reproduce` runs: `only` as given, else every notebook present, less those the profile cannot run."
+    if only: return [n.upper() for n in only]
+    return [k for k, v in ARTIFACTS.items() if (nbs_dir / v).exists() and not (profile == "paper" and k in SYNTHETIC_ONLY)]
 
 def reproduce_notebooks(only: list | None = None,      # short names (T1, F9, ...); None = all that exist
                         profile: str = "synthetic",
@@ -183,7 +189,7 @@ def reproduce_notebooks(only: list | None = None,      # short names (T1, F9, ..
     import os, papermill as pm
     root = Path(__file__).resolve().parent.parent
     nbs_dir = Path(nbs_dir or root / "nbs"); out_dir = Path(out_dir or root / "results" / "executed")
-    names = [n.upper() for n in only] if only else [k for k, v in ARTIFACTS.items() if (nbs_dir / v).exists()]
+    names = artifact_names(only, profile, nbs_dir)
     unknown = [n for n in names if n not in ARTIFACTS]
     if unknown: raise ValueError(f"unknown artifact(s) {unknown}; known: {list(ARTIFACTS)}")
     missing = [ARTIFACTS[n] for n in names if not (nbs_dir / ARTIFACTS[n]).exists()]
