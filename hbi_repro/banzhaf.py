@@ -303,7 +303,7 @@ def banzhaf_interaction(sim: torch.Tensor,       # (B, T, V) token similarities 
                         method: str = "exact",   # exact | sampled | enumerate (≤16 players) | loop (per-(i,j,sample), slow)
                         num_samples: int = 100,  # Monte Carlo samples (sampled, loop)
                         generator: torch.Generator | None = None,  # randomness of sampled/loop; None = seeded with 0
-                        variant: str = "paper",  # paper (Eq. 1 with φ of DESIGN §4) | official (spec §2.1, ×1000)
+                        variant: str = "paper",  # paper (Eq. 1 with the coalition value φ above) | official (spec §2.1, ×1000)
                        ) -> torch.Tensor:        # (B, T, V) interaction I, 0 on padded cells, dtype of sim
     "Banzhaf interaction (Eq. 1) of every word–frame pair of each matched pair; no gradients (it is a target)."
     _check_inputs(sim, t_mask, v_mask, t_weight, v_weight)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import PROFILES
-from .provenance import atomic_write_text, mkstemp_shared, write_result
+from .provenance import atomic_write_text, write_result
 
 # %% auto #0
 __all__ = ['ROMAN', 'REFERENCE_COLUMNS', 'LONG_COLUMNS', 'LOWER_IS_BETTER', 'table_id', 'reference_path', 'load_reference',
@@ -302,13 +302,5 @@ def plot_bars(df: pd.DataFrame, artifact: str, profile: str, columns: dict | lis
         ax.set_title(c, fontsize=9)
     fig.suptitle(f"{artifact} · {profile}", fontsize=10)
     fig.tight_layout()
-    out = results_dir(artifact, profile, root) / f"{name}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmpf = mkstemp_shared(out.parent, prefix=f".{out.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmpf, dpi=100); os.replace(tmpf, out)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmpf): os.unlink(tmpf)
-    return out
+    from hbi_repro.analysis import save_figure          # atomic save under results/<artifact>/<profile>/ (closes fig)
+    return save_figure(fig, artifact, profile, name, root=root, dpi=100)
