@@ -13,9 +13,10 @@ from fastcore.script import call_parse, Param, store_true
 from ..provenance import mkstemp_shared
 
 # %% auto #0
-__all__ = ['SAMPLINGS', 'CLIP_MEAN', 'CLIP_STD', 'DECODES', 'VIDEO_EXTS', 'VideoError', 'check_reader', 'open_video',
-           'sample_indices', 'to_tchw', 'resize_crop', 'normalize', 'augment_clip', 'preprocess_clip', 'content_hash',
-           'FrameCache', 'read_frames', 'write_video', 'ffmpeg_exe', 'compress_videos', 'data_compress', 'bench_video']
+__all__ = ['SAMPLINGS', 'CLIP_MEAN', 'CLIP_STD', 'RAND_AUGMENT', 'DECODES', 'VIDEO_EXTS', 'VideoError', 'check_reader',
+           'open_video', 'sample_indices', 'to_tchw', 'resize_crop', 'normalize', 'rand_augment', 'augment_clip',
+           'preprocess_clip', 'content_hash', 'FrameCache', 'read_frames', 'write_video', 'ffmpeg_exe',
+           'compress_videos', 'data_compress', 'bench_video']
 
 # %% ../../nbs/08b_data.video.ipynb #0bfddd32
 class VideoError(RuntimeError):
@@ -102,22 +103,34 @@ def normalize(x: torch.Tensor,        # (F, 3, H, W) uint8
     return out
 
 # %% ../../nbs/08b_data.video.ipynb #92b9a1a4
+RAND_AUGMENT = "rand-m7-n4-mstd0.5-inc1"   # the official train-time RandAugment (timm's spec string)
+_RA: dict = {}
+
+def rand_augment(spec: str = RAND_AUGMENT):
+    "timm's RandAugment for `spec`, filling with the CLIP mean colour (built once per spec)."
+    if spec not in _RA:
+        from timm.data.auto_augment import rand_augment_transform
+        _RA[spec] = rand_augment_transform(spec, {"img_mean": tuple(round(255 * m) for m in CLIP_MEAN)})
+    return _RA[spec]
+
 def augment_clip(x: torch.Tensor,            # (F, 3, H, W) uint8 clip
                  generator: torch.Generator, # source of all randomness
-                 num_ops: int = 4, magnitude: float = 7.0, magnitude_std: float = 0.5, prob: float = 0.5,
-                ) -> torch.Tensor:           # (F, 3, H, W) uint8, the same ops on every frame
-    "timm-style RandAugment `rand-m7-n4-mstd0.5` applied identically to all frames of a clip."
-    from torchvision.transforms import v2
-    if x.dtype != torch.uint8 or x.ndim != 4: raise ValueError(f"x must be (F, 3, H, W) uint8, got {tuple(x.shape)} {x.dtype}")
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    fill = [round(255 * m) for m in CLIP_MEAN]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for _ in range(num_ops):
-            if float(torch.rand(())) >= prob: continue
-            m = int(round(min(max(magnitude + magnitude_std * float(torch.randn(())), 0.0), 10.0)))
-            x = v2.RandAugment(num_ops=1, magnitude=m, num_magnitude_bins=11, fill=fill)(x)
-    return x
+                 spec: str = RAND_AUGMENT,   # timm RandAugment spec
+                ) -> torch.Tensor:           # (F, 3, H, W) uint8, the same ops and magnitudes on every frame
+    "timm's RandAugment `spec` applied identically to all frames of a clip (the official video augmentation)."
+    import random
+    from PIL import Image
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3: raise ValueError(f"x must be (F, 3, H, W) uint8, got {tuple(x.shape)} {x.dtype}")
+    ra, seed = rand_augment(spec), int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        out = []
+        for frame in x.permute(0, 2, 3, 1).numpy():
+            random.seed(seed); np.random.seed(seed)                  # every frame replays the clip's draws
+            out.append(np.asarray(ra(Image.fromarray(frame)), dtype=np.uint8))
+    finally:
+        random.setstate(py_state); np.random.set_state(np_state)
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 # %% ../../nbs/08b_data.video.ipynb #2b0dfeea
 def preprocess_clip(frames,                   # (F, H, W, 3) uint8 numpy array or tensor
