@@ -105,12 +105,14 @@ def normalize(x: torch.Tensor,        # (F, 3, H, W) uint8
 # %% ../../nbs/08b_data.video.ipynb #92b9a1a4
 RAND_AUGMENT = "rand-m7-n4-mstd0.5-inc1"   # the official train-time RandAugment (timm's spec string)
 _RA: dict = {}
+_RNG_LOCK = __import__("threading").Lock()  # augment_clip reseeds the global `random` and numpy generators
 
 def rand_augment(spec: str = RAND_AUGMENT):
-    "timm's RandAugment for `spec`, filling with the CLIP mean colour (built once per spec)."
+    "timm's RandAugment for `spec` with the official loader's settings (translate_const 100, bicubic, fill 128), built once per spec."
     if spec not in _RA:
+        from PIL import Image
         from timm.data.auto_augment import rand_augment_transform
-        _RA[spec] = rand_augment_transform(spec, {"img_mean": tuple(round(255 * m) for m in CLIP_MEAN)})
+        _RA[spec] = rand_augment_transform(spec, {"translate_const": int(224 * 0.45), "interpolation": Image.BICUBIC})
     return _RA[spec]
 
 def augment_clip(x: torch.Tensor,            # (F, 3, H, W) uint8 clip
@@ -121,15 +123,17 @@ def augment_clip(x: torch.Tensor,            # (F, 3, H, W) uint8 clip
     import random
     from PIL import Image
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3: raise ValueError(f"x must be (F, 3, H, W) uint8, got {tuple(x.shape)} {x.dtype}")
+    if len(x) == 0: return x
     ra, seed = rand_augment(spec), int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    py_state, np_state = random.getstate(), np.random.get_state()
-    try:
-        out = []
-        for frame in x.permute(0, 2, 3, 1).numpy():
-            random.seed(seed); np.random.seed(seed)                  # every frame replays the clip's draws
-            out.append(np.asarray(ra(Image.fromarray(frame)), dtype=np.uint8))
-    finally:
-        random.setstate(py_state); np.random.set_state(np_state)
+    with _RNG_LOCK:
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            out = []
+            for frame in x.permute(0, 2, 3, 1).numpy():
+                random.seed(seed); np.random.seed(seed)              # every frame replays the clip's draws
+                out.append(np.asarray(ra(Image.fromarray(frame)), dtype=np.uint8))
+        finally:
+            random.setstate(py_state); np.random.set_state(np_state)
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 # %% ../../nbs/08b_data.video.ipynb #2b0dfeea
