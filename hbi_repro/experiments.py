@@ -104,13 +104,15 @@ def run_rows(artifact: str,                  # e.g. "table1"
     from hbi_repro.train import train
     from hbi_repro.data.datasets import build_dataset, data_checksums
     from hbi_repro.results import save_row
-    records, data, feats = [], {}, {}
+    records, data, feats, weights = [], {}, {}, {}
     base = list(overrides)
     if profile != "paper" and frozen_backbone and clip_checkpoint is None:
         ds = dict(o.split("=", 1) for o in base if o.startswith("data.dataset=")).get("data.dataset", "synthetic")
         bb_over = tuple(o for o in base if o.startswith("data."))
         clip_checkpoint = str(backbone(profile, ds, epochs=backbone_epochs, seed=backbone_seed, root=Path(runs_root) / "cache", overrides=bb_over))
         base += [f"model.clip_checkpoint={clip_checkpoint}", "train.freeze_encoders=true"]
+        from hbi_repro.provenance import file_checksum        # the cached backbone's weights are an input of every row
+        weights = {f"backbone/{Path(clip_checkpoint).parent.name}": file_checksum(clip_checkpoint)}
     elif clip_checkpoint is not None:
         base += [f"model.clip_checkpoint={clip_checkpoint}"]
     for seed in seeds:
@@ -129,7 +131,7 @@ def run_rows(artifact: str,                  # e.g. "table1"
             if share and fkey not in feats and cache.exists(): feats[fkey] = torch.load(cache, map_location="cpu")
             metrics = row_metrics(summary)
             path = save_row(artifact, profile, label, preset, seed, metrics, config_dict(cfg), started, root=results_root,
-                            data=data_checksums(tr, va, te))       # what the row was trained and tested on, hashed
+                            data={**data_checksums(tr, va, te), **weights})   # what the row was trained and tested on (and from), hashed
             records.append({"row": label, "preset": preset, "seed": seed, **{f"test/{k}": v for k, v in metrics["test"].items()},
                             "path": str(path)})
     return records

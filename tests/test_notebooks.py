@@ -35,4 +35,12 @@ def test_notebook_runs_in_smoke(name, tmp_path, shared_runs):
     if name == "run_table1.ipynb":   # trained rows carry the checksums of their data
         import json
         rows = [json.loads(p.read_text()) for p in written if p.name.endswith("__seed0.json")]
-        assert rows and all(set(r["provenance"]["data"]) == {"synthetic/train", "synthetic/val", "synthetic/test"} for r in rows)
+        splits = {"synthetic/train", "synthetic/val", "synthetic/test"}
+        assert rows and all(set(r["provenance"]["data"]) >= splits for r in rows)
+        extra = [set(r["provenance"]["data"]) - splits for r in rows]        # and the cached backbone's weights, one per row
+        assert all(len(e) == 1 and next(iter(e)).startswith("backbone/smoke-synthetic") for e in extra), extra
+    if name == "run_backbones.ipynb":   # each row names the backbone it was trained on, by its weights' hash
+        import json
+        rows = [json.loads(p.read_text()) for p in written if p.suffix == ".json"]
+        bb = {r["provenance"]["row"].split(" | backbone ")[1]: {k for k in r["provenance"]["data"] if k.startswith("backbone/")} for r in rows}
+        assert bb == {"0": {"backbone/smoke-synthetic-e1-s0-f8-w16-n48"}, "1": {"backbone/smoke-synthetic-e1-s1-f8-w16-n48"}}
