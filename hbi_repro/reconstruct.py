@@ -207,19 +207,25 @@ def _block(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, nv2, nt2,
         Yv, Yt = (p.transpose(0, 1) @ Pv).transpose(0, 1), q @ Pt         # (a, b, Hw)
         v_w = masked_softmax(_mix_head(v_head, gamma, Pv[None], Yv, fused_train), vm[None])
         t_w = masked_softmax(_mix_head(t_head, delta, Pt[:, None], Yt, fused_train), tm[:, None])
-    # cosines of reconstructed tokens: norms here, inner products and Eq. 12 in _cos_wti (or its C++ twin)
-    r2 = gamma ** 2 * nv2[None] + 2 * gamma * (1 - gamma) * v_cv + (1 - gamma) ** 2 * cv2[..., None]
-    u2 = delta ** 2 * nt2[:, None] + 2 * delta * (1 - delta) * t_ct + (1 - delta) ** 2 * ct2[..., None]
-    nr, nu = r2.clamp_min(0).sqrt().clamp_min(1e-12), u2.clamp_min(0).sqrt().clamp_min(1e-12)
-    return (_cos_max if fused_train else _cos_wti)(G, t_cv, ct_v, ct_cv, gamma, delta, nu, nr, t_w, v_w, tm, vm)
+    # cosines of reconstructed tokens: inner products and Eq. 12 in _cos_wti (or its C++ twin), norms here
+    def norms():   # ‖δt + (1−δ)c^t‖ (a,b,T), ‖γv + (1−γ)c^v‖ (a,b,V)
+        r2 = gamma ** 2 * nv2[None] + 2 * gamma * (1 - gamma) * v_cv + (1 - gamma) ** 2 * cv2[..., None]
+        u2 = delta ** 2 * nt2[:, None] + 2 * delta * (1 - delta) * t_ct + (1 - delta) ** 2 * ct2[..., None]
+        nr, nu = r2.clamp_min(0).sqrt().clamp_min(1e-12), u2.clamp_min(0).sqrt().clamp_min(1e-12)
+        return nu, nr
+    if fused_train: return _cos_max(G, t_cv, ct_v, ct_cv, gamma, delta, *norms(), t_w, v_w, tm, vm)
+    return _cos_wti(G, t_cv, ct_v, ct_cv, gamma, delta, norms, None, t_w, v_w, tm, vm)
 
 def _cos_wti(G, t_cv, ct_v, ct_cv, gamma, delta, nu, nr, t_w, v_w, tm, vm):
     "Eq. 12 (a, b) on the cosines of the reconstructed tokens, from the terms of the expansion and the norms nu, nr."
+    # nu may be a function returning (nu, nr), called after the inner products: the eager path's order of operations,
+    # which fixes the order in which autograd sums the gradients of γ and δ (committed training runs are bit-exact)
     g_, d_ = gamma[:, :, None, :], delta[..., None]                       # (a,b,1,V), (a,b,T,1)
     alpha = t_cv - ct_cv[..., None]                                       # ⟨t − c^t, c^v⟩  (a, b, T)
     beta = ct_v - ct_cv[..., None]                                        # ⟨c^t, v − c^v⟩  (a, b, V)
     inner = (G - t_cv[..., None] - beta[:, :, None, :]) * (d_ * g_)       # δγ⟨t − c^t, v − c^v⟩
     inner += (delta * alpha)[..., None] + (gamma * beta)[:, :, None, :] + ct_cv[..., None, None]
+    if callable(nu): nu, nr = nu()
     cos = inner / nu[..., None] / nr[:, :, None, :]
     return wti_from_sim(cos, tm[:, None], vm[None], t_w, v_w)
 
