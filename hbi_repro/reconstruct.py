@@ -386,8 +386,8 @@ typedef int32_t i16 __attribute__((vector_size(64)));
 #define L 16
 static inline v16 ld(const float *p) { v16 x; __builtin_memcpy(&x, p, sizeof x); return x; }
 static inline v16 bc(float s) { return v16{} + s; }
-static inline v16 vmax(v16 a, v16 b) { return a > b ? a : b; }
-static inline v16 relu(v16 a) { return a > 0.f ? a : 0.f; }
+static inline v16 vmax(v16 a, v16 b) { return (a > b) | (a != a) ? a : b; }   // a NaN propagates, as in torch
+static inline v16 relu(v16 a) { return a <= 0.f ? 0.f : a; }
 static inline v16 vexp(v16 x) {   // Cephes expf: |rel err| < 2e-7 on [-87, 88]
   x = x < -87.3f ? bc(-87.3f) : x; x = x > 88.3f ? bc(88.3f) : x;
   v16 n = __builtin_convertvector(__builtin_convertvector(x * 1.44269504088896341f + (x >= 0.f ? 0.5f : -0.5f), i16), v16);

@@ -1,5 +1,6 @@
-"""The C++ training kernels of `04_reconstruct` (`train.kernels=compiled`) at the edges: the one-time check in any
-autograd mode, NaN inputs, saved tensors handed back with other strides, and arguments the kernels must refuse."""
+"""The C++ kernels of `04_reconstruct` at the edges: for training (`train.kernels=compiled`) the one-time check in any
+autograd mode, NaN inputs, saved tensors handed back with other strides, arguments the kernels must refuse; for
+inference (`eval.kernels=compiled`) NaN inputs."""
 import torch
 import pytest
 import hbi_repro.reconstruct as R
@@ -86,3 +87,26 @@ def test_arguments_the_kernels_refuse():
     with pytest.raises(TypeError, match="float32"):
         R._PairMLP.apply(P.double(), Y.double(), f.double(), 1 - f.double(), torch.zeros(5, dtype=torch.float64),
                          torch.zeros(5, dtype=torch.float64), torch.zeros(1), 0)
+
+
+def test_inference_kernel_propagates_nan():
+    "NaN reaches the fused inference kernel's scores wherever it reaches the eager path's (its maxima, clamps and ReLUs used to drop it)."
+    from hbi_repro.similarity import WeightHead
+    if not R.fused_kernel_available(): pytest.skip("the fused inference kernel is unavailable here")
+    g = torch.Generator().manual_seed(4)
+    t, v, tc = torch.randn(5, 7, 8, generator=g), torch.randn(19, 4, 8, generator=g), torch.randn(5, 8, generator=g)
+    tm, vm = torch.ones(5, 7, dtype=torch.bool), torch.ones(19, 4, dtype=torch.bool)
+    torch.manual_seed(0)
+    rec, th, vh = R.Reconstruction(8, 6), WeightHead(8, 7), WeightHead(8, 7)
+    t[2, 3, 1] = float("nan")
+    with torch.no_grad():
+        want = R._pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="eager")
+        got = R._pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="fused")
+    assert want[2].isnan().all() and torch.equal(got.isnan(), want.isnan())
+    torch.testing.assert_close(got[~got.isnan()], want[~want.isnan()], atol=2e-5, rtol=0)
+    t[2, 3, 1] = 0.
+    with torch.no_grad():
+        th.fc1.bias[3] = float("nan")            # one hidden unit of the word-weight head: only a ReLU sees it
+        want = R._pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="eager")
+        got = R._pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="fused")
+    assert want.isnan().all() and got.isnan().all()
