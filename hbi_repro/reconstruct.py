@@ -738,31 +738,39 @@ def _fused_blocks(rec, t, tm, t_cls, v, vm, v_mean, Pg, Pd, Pv, Pt, Gvv, Gtt, sp
                     c["VW"].data_ptr(), TWa.data_ptr(), out[a0:, c["b0"]:].data_ptr(), ld, threads)
     return out[:, :B]
 
-def fused_kernel_available(device="cpu", dtype=torch.float32) -> bool:
-    "Whether `kernels='compiled'` runs the hand-fused kernel here: float32 on the CPU, built, checked against eager once per process, not switched off by HBI_REPRO_FUSED_KERNEL=off."
+def _checked_once(key: str, device, dtype, check, what: str, fallback: str) -> bool:
+    "The gate of every C++ kernel: float32 on the CPU, not switched off by HBI_REPRO_FUSED_KERNEL=off, built, and `check()` true once per process (else a warning naming `fallback`)."
     import os
     if torch.device(device).type != "cpu" or dtype != torch.float32 or os.environ.get("HBI_REPRO_FUSED_KERNEL", "").lower() in ("off", "0", "no"):
         return False
-    if "ok" not in _FUSED_OK:
-        _FUSED_OK["ok"] = False
+    if key not in _FUSED_OK:
+        _FUSED_OK[key] = False
         if _fused_lib() is not None:
-            try:   # float32 throughout (whatever the default dtype), outside autocast, the CPU generator only
-                with torch.random.fork_rng(devices=[]), torch.autocast("cpu", enabled=False), torch.no_grad():
-                    torch.default_generator.manual_seed(0)
-                    gen, f32 = torch.Generator().manual_seed(0), torch.float32
-                    A, T, B, V, D, H = 5, 7, 19, 4, 8, 9      # 19 videos: one full group of 16 and one padded
-                    rec, th, vh = (m.float() for m in (Reconstruction(D, H), WeightHead(D, H + 2), WeightHead(D, H + 2)))
-                    for m in (rec.gamma_mlp, rec.delta_mlp): nn.init.normal_(m.fc2.weight, std=0.5, generator=gen)
-                    t, v, tc = (torch.randn(*s, generator=gen, dtype=f32) for s in ((A, T, D), (B, V, D), (A, D)))
-                    tm = torch.arange(T) < torch.tensor([7, 5, 3, 6, 0])[:, None]
-                    vm = torch.arange(V) < torch.randint(0, V + 1, (B,), generator=gen)[:, None]
-                    got = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="fused")
-                    want = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="eager")
-                _FUSED_OK["ok"] = bool(torch.allclose(got, want, atol=1e-5))
-                if not _FUSED_OK["ok"]: warnings.warn("the fused CPU kernel disagrees with the eager path; using the Inductor kernels")
+            try:
+                _FUSED_OK[key] = bool(check())
+                if not _FUSED_OK[key]: warnings.warn(f"{what}: the one-time check against PyTorch failed; {fallback}")
             except Exception as e:
-                warnings.warn(f"the fused CPU kernel failed its check ({type(e).__name__}: {str(e).splitlines()[0][:200]}); using the Inductor kernels")
-    return _FUSED_OK["ok"]
+                warnings.warn(f"{what}: the one-time check raised ({type(e).__name__}: {str(e).splitlines()[0][:200]}); {fallback}")
+    return _FUSED_OK[key]
+
+def _check_fused() -> bool:
+    "The fused kernel against the eager path on a small input: float32 throughout (whatever the default dtype), outside autocast, the CPU generator only."
+    with torch.random.fork_rng(devices=[]), torch.autocast("cpu", enabled=False), torch.no_grad():
+        torch.default_generator.manual_seed(0)
+        gen, f32 = torch.Generator().manual_seed(0), torch.float32
+        A, T, B, V, D, H = 5, 7, 19, 4, 8, 9      # 19 videos: one full group of 16 and one padded
+        rec, th, vh = (m.float() for m in (Reconstruction(D, H), WeightHead(D, H + 2), WeightHead(D, H + 2)))
+        for m in (rec.gamma_mlp, rec.delta_mlp): nn.init.normal_(m.fc2.weight, std=0.5, generator=gen)
+        t, v, tc = (torch.randn(*s, generator=gen, dtype=f32) for s in ((A, T, D), (B, V, D), (A, D)))
+        tm = torch.arange(T) < torch.tensor([7, 5, 3, 6, 0])[:, None]
+        vm = torch.arange(V) < torch.randint(0, V + 1, (B,), generator=gen)[:, None]
+        got = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="fused")
+        want = _pairwise(rec, t, tm, tc, v, vm, th, vh, None, False, impl="eager")
+    return torch.allclose(got, want, atol=1e-5)
+
+def fused_kernel_available(device="cpu", dtype=torch.float32) -> bool:
+    "Whether `kernels='compiled'` runs the hand-fused kernel here: float32 on the CPU, built, checked against eager once per process, not switched off by HBI_REPRO_FUSED_KERNEL=off."
+    return _checked_once("ok", device, dtype, _check_fused, "the fused CPU kernel", "using the Inductor kernels")
 
 def _fused_fits(rec, t, t_head, v_head) -> bool:
     "Whether this call can take the fused kernel: float32 on the CPU outside autocast, one hidden width per MLP pair, the kernel available."
@@ -864,41 +872,30 @@ def _pair_mlp_reference(P, Y, f, c, b1, w2, b2, axis):
     pre = f[..., None] * (P[:, None] if axis == 0 else P[None]) + c[..., None] * Y[:, :, None] + b1
     return pre.relu() @ w2 + b2[0]
 
+def _check_train_kernels() -> bool:
+    "Both training kernels, forward and every gradient, against PyTorch on small inputs; with gradients whatever the caller's mode (no_grad, inference_mode)."
+    def same(fn, ref, ins, g, *extra):
+        got = [fn(*ins, *extra), *torch.autograd.grad(fn(*ins, *extra), ins, g)]
+        want = [ref(*ins, *extra), *torch.autograd.grad(ref(*ins, *extra), ins, g)]
+        return all(torch.allclose(x, y, atol=1e-4, rtol=1e-4) for x, y in zip(got, want))
+    with torch.autocast("cpu", enabled=False), torch.inference_mode(False), torch.enable_grad():
+        gen = torch.Generator().manual_seed(0)
+        r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float32)
+        ok = True
+        for axis in (0, 1):                               # the pair MLPs, token rows on either side
+            a, b, N, H = 3, 5, 4, 19
+            ins = [r(*s).requires_grad_() for s in (((a, b)[axis], N, H), (a, b, H), (a, b, N), (a, b, N), (H,), (H,), (1,))]
+            ok = ok and same(_PairMLP.apply, _pair_mlp_reference, ins, r(a, b, N), axis)
+        a, b, T, V = 3, 4, 5, 6                           # Eq. 12's maxima, with padding and an empty text
+        ins = [r(a, T, b, V).transpose(1, 2), r(a, b, T), r(a, b, V), r(a, b), r(a, b, V), r(a, b, T),
+               r(a, b, T).abs() + .5, r(a, b, V).abs() + .5, r(a, b, T).softmax(-1), r(a, b, V).softmax(-1)]
+        tm, vm = torch.rand(a, T, generator=gen) < .7, torch.rand(b, V, generator=gen) < .7
+        tm[0] = False
+        return ok and same(_cos_max, _cos_wti, [x.requires_grad_() for x in ins], r(a, b), tm, vm)
+
 def train_kernels_available(device="cpu", dtype=torch.float32) -> bool:
-    "Whether training with `kernels='compiled'` runs the C++ pair MLPs and Eq. 12 maxima here: float32 on the CPU, built, forward and backward checked against PyTorch once per process, not switched off by HBI_REPRO_FUSED_KERNEL=off."
-    import os
-    if torch.device(device).type != "cpu" or dtype != torch.float32 or os.environ.get("HBI_REPRO_FUSED_KERNEL", "").lower() in ("off", "0", "no"):
-        return False
-    if "train" not in _FUSED_OK:
-        _FUSED_OK["train"] = False
-        if _fused_lib() is not None:
-            try:   # with gradients, whatever the caller's mode (no_grad, inference_mode); run once up front by HBIModel
-                with torch.autocast("cpu", enabled=False), torch.inference_mode(False), torch.enable_grad():
-                    gen, ok = torch.Generator().manual_seed(0), True
-                    for axis in (0, 1):
-                        a, b, N, H = 3, 5, 4, 19
-                        ins = [torch.randn(*s, generator=gen, dtype=torch.float32).requires_grad_()
-                               for s in (((a, b)[axis], N, H), (a, b, H), (a, b, N), (a, b, N), (H,), (H,), (1,))]
-                        g = torch.randn(a, b, N, generator=gen, dtype=torch.float32)
-                        got = [_PairMLP.apply(*ins, axis), *torch.autograd.grad(_PairMLP.apply(*ins, axis), ins, g)]
-                        want = [_pair_mlp_reference(*ins, axis), *torch.autograd.grad(_pair_mlp_reference(*ins, axis), ins, g)]
-                        ok = ok and all(torch.allclose(x, y, atol=1e-4, rtol=1e-4) for x, y in zip(got, want))
-                    a, b, T, V = 3, 4, 5, 6                 # Eq. 12's maxima, with padding and an empty text
-                    r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float32)
-                    ins = [r(a, T, b, V).transpose(1, 2), r(a, b, T), r(a, b, V), r(a, b), r(a, b, V), r(a, b, T),
-                           r(a, b, T).abs() + .5, r(a, b, V).abs() + .5, r(a, b, T).softmax(-1), r(a, b, V).softmax(-1)]
-                    ins = [x.requires_grad_() for x in ins]
-                    tm, vm = torch.rand(a, T, generator=gen) < .7, torch.rand(b, V, generator=gen) < .7
-                    tm[0] = False
-                    g = r(a, b)
-                    got = [_cos_max(*ins, tm, vm), *torch.autograd.grad(_cos_max(*ins, tm, vm), ins, g)]
-                    want = [_cos_wti(*ins, tm, vm), *torch.autograd.grad(_cos_wti(*ins, tm, vm), ins, g)]
-                    ok = ok and all(torch.allclose(x, y, atol=1e-4, rtol=1e-4) for x, y in zip(got, want))
-                _FUSED_OK["train"] = ok
-                if not ok: warnings.warn("the C++ training kernels disagree with PyTorch; training uses the eager path")
-            except Exception as e:
-                warnings.warn(f"the C++ training kernels failed their check ({type(e).__name__}: {str(e).splitlines()[0][:200]}); training uses the eager path")
-    return _FUSED_OK["train"]
+    "Whether training with `kernels='compiled'` runs the C++ pair MLPs and Eq. 12 maxima here: float32 on the CPU, built, forward and backward checked against PyTorch once per process (HBIModel checks up front), not switched off by HBI_REPRO_FUSED_KERNEL=off."
+    return _checked_once("train", device, dtype, _check_train_kernels, "the C++ training kernels", "training uses the eager path")
 
 def _train_kernels_fit(rec, t, t_head, v_head) -> bool:
     "Whether a call with gradients can run the C++ training kernels: float32 on the CPU outside autocast, the kernels available."
