@@ -14,7 +14,7 @@ from .config import get_config, override, config_dict
 
 # %% auto #0
 __all__ = ['DATASET_FILES', 'ARTIFACTS', 'SYNTHETIC_ONLY', 'CLIPPretrain', 'backbone', 'row_metrics', 'run_rows',
-           'check_paper_inputs', 'artifact_names', 'reproduce_notebooks', 'reproduce']
+           'check_paper_inputs', 'artifact_notebook', 'artifact_names', 'reproduce_notebooks', 'reproduce']
 
 # %% ../nbs/14_experiments.ipynb #ccdc1f6f
 class CLIPPretrain(nn.Module):
@@ -169,18 +169,27 @@ def check_paper_inputs(datasets: list,            # dataset names the notebook w
 # %% ../nbs/14_experiments.ipynb #92aaa7bf
 from fastcore.script import call_parse, Param
 
-ARTIFACTS = {  # short name → notebook in nbs/
+ARTIFACTS = {  # short name → notebook in nbs/, or (notebook, its parameters)
     **{f"T{i}": f"run_table{i}.ipynb" for i in range(1, 9)},
     **{f"F{i}": f"run_fig{i}.ipynb" for i in range(8, 12)},
     "ALIGN": "run_alignment.ipynb",
-    "BB": "run_backbones.ipynb",       # not in the paper: Table I (a) over several synthetic backbones
+    # not in the paper: a table's rows over several synthetic backbones (run_backbones' studies)
+    "BB": "run_backbones.ipynb",                              # Table I (a)
+    "BB4": ("run_backbones.ipynb", {"study": "T4"}),          # Table IV rows 3-6 (self-distillation), retrieval
+    "BB4QA": ("run_backbones.ipynb", {"study": "T4qa"}),      # the same rows, VideoQA
+    "BB2": ("run_backbones.ipynb", {"study": "T2"}),          # Table II (VideoQA)
 }
-SYNTHETIC_ONLY = ("ALIGN", "BB")       # need the synthetic benchmark (ground-truth alignment, a backbone to retrain)
+SYNTHETIC_ONLY = ("ALIGN", "BB", "BB4", "BB4QA", "BB2")   # need the synthetic benchmark (ground-truth alignment, a backbone to retrain)
+
+def artifact_notebook(name: str) -> tuple:
+    "(notebook file in nbs/, papermill parameters, executed copy's stem) of a short artifact name."
+    nb, params = (ARTIFACTS[name], {}) if isinstance(ARTIFACTS[name], str) else ARTIFACTS[name]
+    return nb, dict(params), "-".join([Path(nb).stem, *map(str, params.values())])
 
 def artifact_names(only: list | None, profile: str, nbs_dir: Path) -> list:
     "The artifacts `reproduce` runs: `only` as given, else every notebook present, less those the profile cannot run."
     if only: return [n.upper() for n in only]
-    return [k for k, v in ARTIFACTS.items() if (nbs_dir / v).exists() and not (profile == "paper" and k in SYNTHETIC_ONLY)]
+    return [k for k in ARTIFACTS if (nbs_dir / artifact_notebook(k)[0]).exists() and not (profile == "paper" and k in SYNTHETIC_ONLY)]
 
 def reproduce_notebooks(only: list | None = None,      # short names (T1, F9, ...); None = all that exist
                         profile: str = "synthetic",
@@ -194,14 +203,15 @@ def reproduce_notebooks(only: list | None = None,      # short names (T1, F9, ..
     names = artifact_names(only, profile, nbs_dir)
     unknown = [n for n in names if n not in ARTIFACTS]
     if unknown: raise ValueError(f"unknown artifact(s) {unknown}; known: {list(ARTIFACTS)}")
-    missing = [ARTIFACTS[n] for n in names if not (nbs_dir / ARTIFACTS[n]).exists()]
+    missing = sorted({artifact_notebook(n)[0] for n in names if not (nbs_dir / artifact_notebook(n)[0]).exists()})
     if missing: raise FileNotFoundError(f"notebook(s) {missing} not found in {nbs_dir}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("TQDM_MININTERVAL", "30")
     done = []
     for n in names:
-        out = out_dir / f"{Path(ARTIFACTS[n]).stem}-{profile}.ipynb"; out.parent.mkdir(parents=True, exist_ok=True)
-        print(f"[{n}] {ARTIFACTS[n]} (profile {profile}) → {out}", flush=True)
-        pm.execute_notebook(str(nbs_dir / ARTIFACTS[n]), str(out), parameters={"profile": profile, **(parameters or {})},
+        nb, params, stem = artifact_notebook(n)
+        out = out_dir / f"{stem}-{profile}.ipynb"; out.parent.mkdir(parents=True, exist_ok=True)
+        print(f"[{n}] {nb} {params or ''}(profile {profile}) → {out}", flush=True)
+        pm.execute_notebook(str(nbs_dir / nb), str(out), parameters={"profile": profile, **params, **(parameters or {})},
                             cwd=str(nbs_dir), kernel_name="python3", progress_bar=False)
         done.append(out)
     return done

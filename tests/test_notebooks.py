@@ -6,6 +6,8 @@ import pytest
 
 NBS = Path(__file__).resolve().parent.parent / "nbs"
 NOTEBOOKS = sorted(p.name for p in NBS.glob("run_*.ipynb"))
+# extra parameter sets worth a smoke run of their own: run_backbones' QA study (other task, two chains, two metrics)
+CASES = [(n, {}) for n in NOTEBOOKS] + [("run_backbones.ipynb", {"study": "T4qa"})]
 
 
 @pytest.fixture(scope="session")
@@ -18,12 +20,12 @@ def test_there_are_artifact_notebooks():
     assert "run_table1.ipynb" in NOTEBOOKS
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_in_smoke(name, tmp_path, shared_runs):
+@pytest.mark.parametrize("name,extra", CASES, ids=[n + "".join(f"-{v}" for v in e.values()) for n, e in CASES])
+def test_notebook_runs_in_smoke(name, extra, tmp_path, shared_runs):
     import papermill as pm
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     results = tmp_path / "results"
-    params = {"profile": "smoke", "results_dir": str(results)}
+    params = {"profile": "smoke", "results_dir": str(results), **extra}
     src = (NBS / name).read_text()
     if '"seeds = ' in src or "seeds = [" in src: params["seeds"] = [0]
     if "runs_dir = " in src: params["runs_dir"] = str(shared_runs)
@@ -37,10 +39,22 @@ def test_notebook_runs_in_smoke(name, tmp_path, shared_runs):
         rows = [json.loads(p.read_text()) for p in written if p.name.endswith("__seed0.json")]
         splits = {"synthetic/train", "synthetic/val", "synthetic/test"}
         assert rows and all(set(r["provenance"]["data"]) >= splits for r in rows)
-        extra = [set(r["provenance"]["data"]) - splits for r in rows]        # and the cached backbone's weights, one per row
-        assert all(len(e) == 1 and next(iter(e)).startswith("backbone/smoke-synthetic") for e in extra), extra
+        others = [set(r["provenance"]["data"]) - splits for r in rows]       # and the cached backbone's weights, one per row
+        assert all(len(e) == 1 and next(iter(e)).startswith("backbone/smoke-synthetic") for e in others), others
     if name == "run_backbones.ipynb":   # each row names the backbone it was trained on, by its weights' hash
         import json
         rows = [json.loads(p.read_text()) for p in written if p.suffix == ".json"]
         bb = {r["provenance"]["row"].split(" | backbone ")[1]: {k for k in r["provenance"]["data"] if k.startswith("backbone/")} for r in rows}
         assert bb == {"0": {"backbone/smoke-synthetic-e1-s0-f8-w16-n48"}, "1": {"backbone/smoke-synthetic-e1-s1-f8-w16-n48"}}
+        study = extra.get("study", "T1a")
+        folder = {"T1a": "backbones-synthetic", "T4qa": "backbones-table4-qa-synthetic"}[study]
+        assert {p.parent.parent.name for p in written} == {folder}                       # the study's own folder
+        rows = {r["provenance"]["row"].split(" | ")[0] for r in rows}
+        assert rows == ({"row3", "row4", "row5", "row6"} if study == "T4qa" else {"Baseline", "HBI", "HBI V2"})
+        table = (results / folder / "smoke" / "table.md").read_text()
+        chains = ["row3 < row4", "row5 < row6"] if study == "T4qa" else ["Baseline < HBI < HBI V2"]
+        metrics = ["### accuracy", "### in-vocab accuracy"] if study == "T4qa" else ["### t2v R@1", "### v2t Rsum"]
+        assert all(f"Paper's order {c} on the means" in table for c in chains) and all(m in table for m in metrics)
+        if study == "T4qa":                                                               # QA runs: accuracy, no retrieval metrics
+            assert all("acc" in r["metrics"]["test"] and "t2v" not in r["metrics"]["test"]
+                       for r in (json.loads(p.read_text()) for p in written if p.suffix == ".json"))
