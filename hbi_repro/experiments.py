@@ -210,7 +210,7 @@ def reproduce_notebooks(only: list | None = None,      # short names (T1, F9, ..
     for n in names:
         nb, params, stem = artifact_notebook(n)
         out = out_dir / f"{stem}-{profile}.ipynb"; out.parent.mkdir(parents=True, exist_ok=True)
-        print(f"[{n}] {nb} {params or ''}(profile {profile}) → {out}", flush=True)
+        print(f"[{n}] {nb}{''.join(f' {k}={v}' for k, v in params.items())} (profile {profile}) → {out}", flush=True)
         pm.execute_notebook(str(nbs_dir / nb), str(out), parameters={"profile": profile, **params, **(parameters or {})},
                             cwd=str(nbs_dir), kernel_name="python3", progress_bar=False)
         done.append(out)
