@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_banzhaf.ipynb #75f067e2
 from __future__ import annotations
-import json, math, os, statistics, subprocess, sys, time
+import json, math, os, statistics, subprocess, sys, time, warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -12,9 +12,9 @@ from .similarity import masked_softmax as _masked_softmax
 from fastcore.script import call_parse, Param, store_true
 
 # %% auto #0
-__all__ = ['MAX_ENUMERATE_PLAYERS', 'OFFICIAL_SCALE', 'METHODS', 'HEADERS', 'random_game', 'coalition_value',
-           'banzhaf_interaction', 'PredictionHeader', 'BanzhafEstimator', 'train_estimator', 'bench_banzhaf',
-           'bench_banzhaf_cli']
+__all__ = ['MAX_ENUMERATE_PLAYERS', 'MAX_WEIGHT_GAP', 'OFFICIAL_SCALE', 'METHODS', 'HEADERS', 'random_game', 'coalition_value',
+           'banzhaf_interaction', 'PredictionHeader', 'BanzhafEstimator', 'load_estimator_state', 'train_estimator',
+           'bench_banzhaf', 'bench_banzhaf_cli']
 
 # %% ../nbs/02_banzhaf.ipynb #fcdc8bde
 def _check_inputs(sim, t_mask, v_mask, t_weight, v_weight):
@@ -104,6 +104,8 @@ def _enumerate(sim, t_mask, v_mask, t_weight, v_weight):
     return I
 
 # %% ../nbs/02_banzhaf.ipynb #0805dab6
+MAX_WEIGHT_GAP = 690.0   # largest spread of one example's raw weight scores the exact quadrature resolves (float64 range)
+
 def _exp_weights(w, mask):
     "e = exp(w - max over valid w) in float64, 0 on padding: the softmax numerators, shift-free."
     w = torch.where(mask, w.double(), torch.finfo(torch.float64).min)
@@ -116,6 +118,11 @@ def _share_gain_exact(w: torch.Tensor,     # (B, N) raw weight scores
                      ) -> torch.Tensor:    # (B, N_i, N_t) Δσ_it, float64, 0 on padding
     "Expected gain of every token's softmax share when token i joins a random (p=½) coalition of the others."
     e = _exp_weights(w, mask)                                           # (B, N)
+    wd = w.double()
+    gap = (wd.masked_fill(~mask, -math.inf).amax(-1) - wd.masked_fill(~mask, math.inf).amin(-1))[mask.any(-1)]
+    if gap.numel() and gap.max().item() > MAX_WEIGHT_GAP:   # the nodes x = e^y would leave float64's range: refuse, never return garbage
+        raise ValueError(f"exact Banzhaf interaction: the raw weight scores of one example span {gap.max().item():.0f} > "
+                         f"{MAX_WEIGHT_GAP:.0f} (a diverged weight head?); method='sampled' or 'enumerate' can handle it")
     emin = torch.where(mask, e, torch.ones_like(e)).min().clamp_min(1e-300).item()
     y_lo, y_hi = -30.0, min(max(45.0, 8.0 - math.log(emin)), 750.0)
     Q = math.ceil((y_hi - y_lo) / h) + 1
@@ -384,6 +391,19 @@ class BanzhafEstimator(PredictionHeader):
 
     def forward(self, sim, t_mask, v_mask):   # (B,T,V), (B,T), (B,V) -> (B,T,V) estimate of I
         return super().forward(sim, t_mask, v_mask) * self.out_scale
+
+def load_estimator_state(est: BanzhafEstimator, sd: dict, source: str = "state dict") -> None:
+    "Load a kit or an official (`BanzhafModule`) estimator state dict; anything else is an error naming `source`."
+    official = "out_scale" not in sd or any(k.startswith("bn.") for k in sd)
+    sd = {k: v for k, v in sd.items() if not k.startswith("bn.")}   # the official module defines a BatchNorm it never uses
+    sd.setdefault("out_scale", torch.ones(()))                      # and has no output scale
+    missing, unexpected = est.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{source}: not a Banzhaf estimator state dict for planes={est.planes} "
+                         f"(missing {missing}, unexpected {unexpected})")
+    if official and est.compat == "paper":
+        warnings.warn(f"{source} looks like an official estimator (bn.* entries, no out_scale): the official module has "
+                      "no 1/√P attention scale and no masking, so build it with model.compat='official' to get its outputs")
 
 def _masked_mse(x, y, cell): return ((x - y) ** 2)[cell].mean()
 

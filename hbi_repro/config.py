@@ -31,6 +31,7 @@ class ModelConfig:
     banzhaf_loss: bool = True              # Eq. 8 L_I on/off (Table IV "Banzhaf Interaction")
     banzhaf_target: str = "exact"          # how the target I is computed: exact | sampled | learned (§4.1 uses learned)
     banzhaf_samples: int = 100             # Monte Carlo samples when banzhaf_target == "sampled" (official: 100)
+    banzhaf_scale: float = 1.0             # I is multiplied by this inside Eq. 6's softmax: 1 = Eq. 12's cosine scale (D^I then almost uniform, 06_model); official teacher: ×1000
     estimator_checkpoint: str | None = None  # learned-estimator weights when banzhaf_target == "learned"
     header: str = "cnn_sa"                 # Table V prediction header R: none | mlp | cnn | mlp_sa | cnn_sa
     header_planes: int = 64                # channels of the header (official P=64)
@@ -83,7 +84,7 @@ class TrainConfig:
 class EvalConfig:
     "How scores are computed at test time."
     batch_size: int = 128                  # encoding batch
-    chunk: int = 256                       # texts × videos block size of the similarity matrix
+    chunk: int = 256                       # unused (the similarity sizes its own blocks); kept so older config.json files load
     kernels: str = "eager"                 # eager | compiled: fused kernels for HBI V2's all-pairs S at inference (CPU float32: C++; else torch.compile; 04_reconstruct)
     post: tuple = ()                       # extra post-processing reported under its own name: "dsl", "isoftmax"
     beam_size: int = 3                     # captioning beam search width

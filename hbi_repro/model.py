@@ -13,7 +13,7 @@ from .config import RunConfig, LEVELS
 from .similarity import token_interaction, matched_interaction, WeightHead, masked_softmax
 from .reconstruct import Reconstruction, KERNELS
 from .merge import TokenMerge
-from .banzhaf import banzhaf_interaction, PredictionHeader
+from .banzhaf import banzhaf_interaction, PredictionHeader, load_estimator_state
 from .losses import gather_with_grad, info_nce, banzhaf_kl, distill_kl, LogitScale
 
 # %% auto #0
@@ -158,14 +158,14 @@ class HBIModel(nn.Module):
         self.v_merge, self.t_merge = nn.ModuleDict(), nn.ModuleDict()
         for lvl, nv, nt in (("action", Nva, Nta), ("event", Nvo, Nto)):
             if LEVELS.index(lvl) <= max(LEVELS.index(l) for l in self.levels_needed):
-                self.v_merge[lvl] = TokenMerge(E, nv, k=m.knn_k, heads=max(1, E // 64))
-                self.t_merge[lvl] = TokenMerge(E, nt, k=m.knn_k, heads=max(1, E // 64))
+                self.v_merge[lvl] = TokenMerge(E, nv, k=m.knn_k, heads=max(1, E // 64), compat=m.compat)
+                self.t_merge[lvl] = TokenMerge(E, nt, k=m.knn_k, heads=max(1, E // 64), compat=m.compat)
         self.level = nn.ModuleDict({l: Level(E, m) for l in self.levels_needed})
         self.logit_scale = LogitScale(m.logit_scale_init, m.logit_scale_max)
         self.estimator = None
         if m.banzhaf_loss and m.banzhaf_target == "learned":
             from hbi_repro.banzhaf import BanzhafEstimator
-            self.estimator = BanzhafEstimator().requires_grad_(False)
+            self.estimator = BanzhafEstimator(compat=m.compat).requires_grad_(False)
         task = cfg.train.task
         if task == "qa":
             from hbi_repro.heads import QAHead
@@ -232,12 +232,13 @@ class HBIModel(nn.Module):
         m = self.cfg.model
         with torch.no_grad():
             sim, tw, vw = sim.detach().float(), t_weight.detach().float(), v_weight.detach().float()
-            if m.banzhaf_target == "learned": return self.estimator(sim, t_mask, v_mask)
+            if m.banzhaf_target == "learned": return self.estimator(sim, t_mask, v_mask) * m.banzhaf_scale
             gen = None
             if m.banzhaf_target == "sampled":
                 gen = torch.Generator(device=sim.device).manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
-            return banzhaf_interaction(sim, t_mask, v_mask, tw, vw, method=m.banzhaf_target,
-                                       num_samples=m.banzhaf_samples, generator=gen)
+            I = banzhaf_interaction(sim, t_mask, v_mask, tw, vw, method=m.banzhaf_target,
+                                    num_samples=m.banzhaf_samples, generator=gen)
+            return I * m.banzhaf_scale if m.banzhaf_scale != 1 else I
 
     def forward(self, batch: dict) -> dict:
         "Training step: {'loss': scalar, 'logs': {term: value}} with every term of Eq. 16."
@@ -272,7 +273,9 @@ class HBIModel(nn.Module):
             loss = loss + tr.beta * ld; logs[f"L_D/{LEVEL_LETTER[teacher]}->{LEVEL_LETTER[student]}"] = ld.detach()
         if tr.task == "qa":
             logits = self.answer_logits_from(matched, th, vh)
-            ce = F.cross_entropy(logits, gather_with_grad(batch["answer"]), ignore_index=-1)
+            answer = gather_with_grad(batch["answer"])
+            # all answers out of vocabulary (label -1): cross_entropy would return NaN (0/0); no answer, no loss
+            ce = F.cross_entropy(logits, answer, ignore_index=-1) if (answer >= 0).any() else logits.sum() * 0
             loss = loss + tr.lam * ce; logs["L_task"] = ce.detach()
         if tr.task == "caption":
             ce = self.caption_loss(video, batch)
@@ -346,7 +349,7 @@ class HBIModel(nn.Module):
                 raise ValueError("banzhaf_target='learned' needs model.estimator_checkpoint (train one with `hbi-repro pretrain-estimator`)")
             sd = torch.load(cfg.model.estimator_checkpoint, map_location="cpu")
             model.fit_estimator_width(sd.get("cnn1.weight"))   # `train_estimator` may have used another width
-            model.estimator.load_state_dict(sd)
+            load_estimator_state(model.estimator, sd, cfg.model.estimator_checkpoint)
         return model
 
 def _part(name: str):

@@ -233,3 +233,61 @@ def test_load_trained_rebuilds_task_heads(tmp_path, task):
     torch.save({"model": model.state_dict()}, tmp_path / "checkpoints" / "best.pt")
     got, _ = load_trained(tmp_path)
     assert all(torch.equal(got.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_official_compat_reaches_every_module():
+    "model.compat='official' builds the merges, the prediction headers and the learned estimator in official mode."
+    for compat in ("paper", "official"):
+        cfg = get_config("smoke", "T1/HBI-V2", overrides=[f"model.compat={compat}", "model.banzhaf_target=learned"])
+        m = HBIModel(cfg)
+        merges = [*m.v_merge.values(), *m.t_merge.values()]
+        assert merges and all(x.compat == compat and x.conv.compat == compat for x in merges)
+        assert all(L.header.compat == compat for L in m.level.values()) and m.estimator.compat == compat
+
+
+def test_official_estimator_checkpoint_loads(tmp_path):
+    "An official BanzhafModule state dict (plain keys, unused bn.*, no out_scale) loads and gives the official module's outputs."
+    from hbi_repro.banzhaf import PredictionHeader
+    torch.manual_seed(0)
+    official = PredictionHeader("cnn_sa", 64, compat="official")          # the official module's computation
+    sd = {**official.state_dict(), **{f"bn.{k}": v for k, v in torch.nn.BatchNorm2d(64).state_dict().items()}}
+    path = tmp_path / "Estimator_epoch6.pth"
+    torch.save(sd, path)
+    cfg = get_config("smoke", "T1/HBI-V2", overrides=["model.compat=official", "model.banzhaf_target=learned",
+                                                      f"model.estimator_checkpoint={path}"])
+    model = HBIModel.from_pretrained(cfg)
+    x, tm, vm = torch.randn(3, 6, 4), torch.ones(3, 6, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(model.estimator(x, tm, vm), official(x, tm, vm), rtol=0, atol=0)
+    bad = tmp_path / "not_an_estimator.pt"
+    torch.save({"weight": torch.zeros(2)}, bad)
+    with pytest.raises(ValueError, match="not_an_estimator.pt"):
+        HBIModel.from_pretrained(get_config("smoke", "T1/HBI-V2", overrides=["model.banzhaf_target=learned", f"model.estimator_checkpoint={bad}"]))
+
+
+def test_banzhaf_scale_multiplies_the_target():
+    "model.banzhaf_scale multiplies I (exact or learned) before Eq. 6; the default 1 returns I itself."
+    from hbi_repro.banzhaf import banzhaf_interaction, random_game
+    gm = random_game(4, 5, 3, generator=torch.Generator().manual_seed(0))
+    sim, tm, vm, tw, vw = (gm[k] for k in ("sim", "t_mask", "v_mask", "t_weight", "v_weight"))
+    I = banzhaf_interaction(sim.float(), tm, vm, tw.float(), vw.float())
+    for scale in (1.0, 1000.0):
+        m = HBIModel(get_config("smoke", "T1/HBI-V2", overrides=[f"model.banzhaf_scale={scale}"]))
+        got = m.banzhaf_target(sim, tm, vm, tw, vw)
+        assert torch.equal(got, I) if scale == 1 else torch.allclose(got, I * scale, rtol=1e-6, atol=0)
+    m = HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["model.banzhaf_scale=1000", "model.banzhaf_target=learned"]))
+    with torch.no_grad():
+        torch.testing.assert_close(m.banzhaf_target(sim, tm, vm, tw, vw), m.estimator(sim.float(), tm, vm) * 1000)
+
+
+def test_qa_loss_is_finite_when_no_answer_is_in_the_vocabulary():
+    "A QA batch whose answers are all out of vocabulary (label -1) adds no task loss instead of NaN."
+    cfg = get_config("smoke", "T2/HBI-V2")
+    torch.manual_seed(0)
+    model = HBIModel(cfg, num_answers=7).train()
+    b = synthetic_batch(4, 6, 10, 32, seed=0, task="qa", num_answers=7)
+    b["answer"] = torch.full_like(b["answer"], -1)
+    out = model(b)
+    assert torch.isfinite(out["loss"]) and out["logs"]["L_task"].item() == 0.0
+    out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
