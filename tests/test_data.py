@@ -109,7 +109,7 @@ def test_synthetic_deterministic_and_alignment():
             for w, word in enumerate(a.words[v][c]):
                 for _ in tok.encode(word): rows.append(A[w]); p += 1
             assert (At[1:p] == np.array(rows)).all() and At[0].sum() == 0 and At[p:].sum() == 0
-    # hard negatives: twins with identical bags of words sit in the same split, and negatives captions exist
+    # hard negatives: twins with the same colours, shapes and actions sit in the same split, and negatives captions exist
     twins = [v for v in range(len(a)) if a.twin[v] >= 0]
     assert twins and all(a.group[v] == a.group[a.twin[v]] for v in twins)
     bag = lambda v: sorted(x for e in a.event_names(v) for x in e)
@@ -296,8 +296,8 @@ def test_missing_and_corrupt_and_zero_fps(tmp_path, clip_file):
     ds = MSRVTTRetrieval(root, "trainval", on_error="skip", **KW)
     assert ds.stats["skipped_missing_video"] == 3 and len(ds) == 9
     # a corrupt file is reported by its name when read
-    shutil.copy(bad, root / "videos" / "video4.mp4")
-    with pytest.raises(VideoError, match="video4.mp4"): MSRVTTRetrieval(root, "test", on_error="collect", **KW)[0]
+    shutil.copy(bad, root / "videos" / "video4.mp4"); shutil.copy(clip_file, root / "videos" / "video5.mp4")
+    with pytest.raises(VideoError, match="video4.mp4"): MSRVTTRetrieval(root, "test", **KW)[0]
 
 
 def test_caption_problems(tmp_path, clip_file):
@@ -346,12 +346,12 @@ def test_data_check_and_compress(tmp_path, clip_file):
     shutil.copy(clip_file, src / "good.mp4"); (src / "bad.avi").write_bytes(b"garbage" * 100)
     rep = compress_videos(src, tmp_path / "dst", fps=3, short_side=32, progress=False)
     assert rep["ok"] == ["good.mp4"] and [n for n, _ in rep["failed"]] == ["bad.avi"]
-    assert not (tmp_path / "dst" / "bad.mp4").exists()
+    assert not (tmp_path / "dst" / "bad.avi.mp4").exists()
     vr, n, fps = open_video(tmp_path / "dst" / "good.mp4")
     assert fps == 3 and n == 9 and vr[0].shape == (32, 32, 3)
-    # two inputs that would become one output: refused before anything is written
-    shutil.copy(clip_file, src / "good.mkv")
-    with pytest.raises(ValueError, match="good.mkv.*good.mp4|good.mp4.*good.mkv"):
+    # two inputs that would become one output (good.mkv → good.mkv.mp4): refused before anything is written
+    shutil.copy(clip_file, src / "good.mkv"); shutil.copy(clip_file, src / "good.mkv.mp4")
+    with pytest.raises(ValueError, match=r"good.mkv.*good.mkv.mp4"):
         compress_videos(src, tmp_path / "dst2", fps=3, short_side=32, progress=False)
     assert not (tmp_path / "dst2").exists()
 
@@ -426,3 +426,149 @@ def test_synthetic_written_in_msrvtt_format_reads_back(tmp_path):
     assert m.all() and np.abs(fr.astype(int) - b.frames[v].astype(int)).mean() < 8
     qa = VideoQA(root, "test", max_frames=12, max_words=16, frame_size=32)
     assert qa.num_answers == len(syn.ANSWER_VOCAB) and qa.stats["oov"] == 0 and len(qa) == len(b.split_qa("test"))
+
+
+# ---------------------------------------------------------------- bad input: nothing dropped silently, every error names its file
+def test_compressed_names_are_found_by_their_annotation_ids(tmp_path, clip_file):
+    "compress: x.mp4 keeps its name, any other x.ext becomes x.ext.mp4; ids with (DiDeMo) or without (ActivityNet) the extension find it."
+    from hbi_repro.data.datasets import VideoIndex
+    raw = tmp_path / "raw"; raw.mkdir()
+    for n in ("clip0.mov", "v_abc.mkv", "video1.mp4"): shutil.copy(clip_file, raw / n)
+    root = tmp_path / "didemo"
+    rep = compress_videos(raw, root / "videos", fps=3, short_side=32, progress=False)
+    assert sorted(rep["ok"]) == ["clip0.mov", "v_abc.mkv", "video1.mp4"] and not rep["failed"]
+    assert sorted(p.name for p in (root / "videos").iterdir()) == ["clip0.mov.mp4", "v_abc.mkv.mp4", "video1.mp4"]
+    (root / "test_data.json").write_text(json.dumps([{"video": "clip0.mov", "description": "a dog runs", "times": [[0, 1]]}]))
+    te = DiDeMoParagraphs(root, "test", **KW)                 # the round trip of the review: compress, then find
+    assert te.records[0]["path"].name == "clip0.mov.mp4" and te[0]["video_mask"].any()
+    idx = VideoIndex(root / "videos")
+    assert idx.find("abc", ("v_", "")).name == idx.find("v_abc").name == "v_abc.mkv.mp4"
+    assert idx.find("video1").name == "video1.mp4" and idx.find("clip0").name == "clip0.mov.mp4" and idx.find("clip1") is None
+    shutil.copy(clip_file, raw / "clip0.mov.mp4")             # would be written to the same file as clip0.mov
+    with pytest.raises(ValueError, match=r"clip0\.mov.*clip0\.mov\.mp4"):
+        compress_videos(raw, tmp_path / "dst2", fps=3, short_side=32, progress=False)
+
+
+def test_didemo_list_never_shrinks_the_test_split_silently(tmp_path, clip_file):
+    root = tmp_path / "didemo"
+    put_videos(root / "videos", [f"c{i}.mp4" for i in range(4)], clip_file)
+    rows = lambda ids: [{"video": f"c{i}.mp4", "description": f"d {i}", "times": [[0, 1]]} for i in ids]
+    for sp, ids in (("train", (0, 1, 2)), ("val", (3,)), ("test", (0, 1, 2))):
+        (root / f"{sp}_data.json").write_text(json.dumps(rows(ids)))
+    for sp in ("train", "test"): (root / f"{sp}_list.txt").write_text("c0.mp4\nc1\n")   # c2 is not listed
+    tr = DiDeMoParagraphs(root, "train", **KW)                # train: restricted by the list, and counted
+    assert len(tr) == 2 and tr.summary()["excluded_by_list"] == 1
+    with pytest.raises(AnnotationError, match=r"test_data.json video 'c2.mp4': not listed in .*test_list.txt"):
+        DiDeMoParagraphs(root, "test", **KW)
+    rep = check_dataset("didemo", root, ("test",), decode=False)
+    assert rep["problems"]["unlisted_video"]["count"] == 1 and "c2.mp4" in rep["problems"]["unlisted_video"]["first"][0]
+
+
+def test_csv_rows_with_the_wrong_number_of_fields(tmp_path, clip_file):
+    root = msrvtt_root(tmp_path, clip_file)
+    f = root / "MSRVTT_JSFUSION_test.csv"
+    f.write_text("key,vid_key,video_id,sentence\nret0,msr4,video4,a man, then a dog runs\nret1,msr5,video5,ok\n")
+    with pytest.raises(AnnotationError, match=r"MSRVTT_JSFUSION_test.csv row 2: 5 fields, but the header has 4"):
+        MSRVTTRetrieval(root, "test", **KW)                   # was: caption silently cut to 'a man'
+    f.write_text("key,vid_key,video_id,sentence\nret0,msr4,video4,fine\nret1,msr5,video5\n")
+    with pytest.raises(AnnotationError, match=r"MSRVTT_JSFUSION_test.csv row 3: 3 fields, but the header has 4"):
+        MSRVTTRetrieval(root, "test", **KW)                   # was: 'empty caption'
+    f.write_text('key,vid_key,video_id,sentence\nret0,msr4,video4,"a man, then a dog runs"\n\nret1,msr5,video5,ok\n')
+    te = MSRVTTRetrieval(root, "test", **KW)                  # a quoted comma is fine; a blank line is no row
+    assert [r["caption"] for r in te.records] == ["a man, then a dog runs", "ok"] and te.records[1]["where"].endswith("row 4")
+    write_csv(root / "MSRVTT_train.9k.csv", ["video_id"], [["video0"], ["video1", "x"], ["video2"]])
+    with pytest.raises(AnnotationError, match=r"MSRVTT_train.9k.csv row 3: 2 fields, but the header has 1"):
+        MSRVTTRetrieval(root, "trainval", **KW)
+    assert MSRVTTRetrieval(root, "trainval", on_error="skip", **KW).stats["skipped_malformed_row"] == 1
+
+
+def test_ans2label_must_be_the_labels_0_to_n_minus_1(tmp_path, clip_file):
+    root = qa_root(tmp_path, clip_file)
+    f = root / "qa" / "train_ans2label.json"
+    for a2l, why in (({"dog": 1, "man": 2, "music": 3}, r"missing label\(s\) \[0\]"),
+                     ({"dog": 0, "man": 0, "music": 2}, r"label 0 is given to 'dog', 'man'"),
+                     ({"dog": 0, "man": "1", "music": 2}, r"'man' has label '1', not an integer"),
+                     ({}, r"no answers")):
+        f.write_text(json.dumps(a2l))
+        with pytest.raises(AnnotationError, match=r"train_ans2label.json: .*" + why): VideoQA(root, "test", **KW)
+
+
+def test_activitynet_bad_sentences_and_ids(tmp_path, clip_file):
+    root = tmp_path / "activitynet"
+    put_videos(root / "videos", ["v_x.mp4", "v_y.mp4"], clip_file)
+    ann = {"v_x": {"duration": 3, "sentences": ["one.", 2]}, "v_y": {"duration": 3, "sentences": ["ok"]}}
+    (root / "val_1.json").write_text(json.dumps(ann))
+    with pytest.raises(AnnotationError, match=r"val_1.json \['v_x'\]: sentences\[1\] is not a string"):
+        ActivityNetParagraphs(root, "test", **KW)             # was: the sentence silently left out
+    ann["v_x"]["sentences"] = ["one.", "two."]; (root / "val_1.json").write_text(json.dumps(ann))
+    te = ActivityNetParagraphs(root, "test", **KW)            # no val_ids.json: every video of val_1.json (documented)
+    assert [(r["video_id"], r["caption"]) for r in te.records] == [("v_x", "one. two."), ("v_y", "ok")]
+    (root / "val_ids.json").write_text(json.dumps(["v_x", ["v_y"]]))
+    with pytest.raises(AnnotationError, match=r"val_ids.json \[1\]: video id is not a string"):
+        ActivityNetParagraphs(root, "test", **KW)             # was: TypeError: unhashable type
+    (root / "val_ids.json").write_text(json.dumps({"v_x": 1}))
+    with pytest.raises(AnnotationError, match=r"val_ids.json: expected a JSON list of video ids"):
+        ActivityNetParagraphs(root, "test", **KW)
+
+
+def test_qa_files_duplicate_ids_and_wrong_shapes(tmp_path, clip_file):
+    root = tmp_path / "activitynet"
+    put_videos(root / "videos", ["v_x.mp4"], clip_file); (root / "qa").mkdir()
+    q = lambda *ids: [{"video_name": "x", "question": f"q {k}?", "question_id": i} for k, i in enumerate(ids)]
+    a = lambda *ids: [{"answer": f"a{k}", "type": 3, "question_id": i} for k, i in enumerate(ids)]
+    w = lambda sp, qs, ans: ((root / "qa" / f"{sp}_q.json").write_text(json.dumps(qs)),
+                             (root / "qa" / f"{sp}_a.json").write_text(json.dumps(ans)))
+    w("train", q("t1"), a("t1"))
+    w("test", q("q1", "q2"), a("q1", "q1"))
+    with pytest.raises(AnnotationError, match=r"test_a.json: question_id 'q1' appears more than once"):
+        ActivityNetQA(root, "test", **KW)                     # was: both questions joined to the last 'q1' answer
+    w("test", q("q1", "q1"), a("q1", "q2"))
+    with pytest.raises(AnnotationError, match=r"test_q.json: question_id 'q1' appears more than once"):
+        ActivityNetQA(root, "test", **KW)
+    # MSVD-QA *_qa.json must be a list
+    root = qa_root(tmp_path, clip_file, "msvd")
+    (root / "qa" / "test.jsonl").unlink()
+    (root / "qa" / "test_qa.json").write_text(json.dumps({"0": {"question": "q", "answer": "dog", "video_id": 1}}))
+    with pytest.raises(AnnotationError, match=r"test_qa.json: expected a JSON list"): MSVDQA(root, "test", **KW)
+
+
+def test_jsonl_lines_split_on_newline_only_and_files_are_utf8(tmp_path, clip_file):
+    root = qa_root(tmp_path, clip_file)
+    row = lambda q: json.dumps({"question": q, "answer": "dog", "video_id": "video3"}, ensure_ascii=False)
+    (root / "qa" / "test.jsonl").write_text(row("what\u2028is it?") + "\n" + row("next\x85one?") + "\n{broken\n",
+                                            encoding="utf-8")
+    with pytest.raises(AnnotationError, match=r"test.jsonl:3: malformed JSON"): VideoQA(root, "test", **KW)
+    (root / "qa" / "test.jsonl").write_text(row("what\u2028is it?") + "\r\n" + row("naïve café?") + "\n", encoding="utf-8")
+    assert [r["caption"] for r in VideoQA(root, "test", **KW).records] == ["what\u2028is it?", "naïve café?"]
+    (root / "qa" / "test.jsonl").write_bytes(row("caf\xe9").encode("latin-1") + b"\n")
+    with pytest.raises(AnnotationError, match=r"test.jsonl: not UTF-8 text"): VideoQA(root, "test", **KW)
+
+
+def test_collect_is_refused_on_the_test_split(tmp_path, clip_file):
+    "on_error='collect' drops bad rows like 'skip': refused on test (`hbi-repro data check` still reports test problems)."
+    root = msrvtt_root(tmp_path, clip_file)
+    (root / "videos" / "video5.mp4").unlink()
+    with pytest.raises(ValueError, match="test split"): MSRVTTRetrieval(root, "test", on_error="collect", **KW)
+    cfg = override(get_config("paper"), {"data.root": str(tmp_path), "data.max_frames": F, "data.max_words": L,
+                                         "data.frame_size": S, "data.augment": False})
+    with pytest.raises(ValueError, match="test split"): build_dataset(cfg, "test", on_error="collect", cache_dir=None)
+    assert len(build_dataset(cfg, "train", on_error="collect", cache_dir=None)) == 9
+    rep = check_dataset("msrvtt", tmp_path, decode=False)
+    assert rep["problems"]["missing_video"]["count"] == 1 and "[test]" in rep["problems"]["missing_video"]["first"][0]
+
+
+def test_annotation_files_are_read_as_utf8_whatever_the_locale(tmp_path):
+    "Under an ASCII locale (LC_ALL=C, UTF-8 mode off) the readers still decode UTF-8; the locale's default would fail."
+    import subprocess, sys
+    (tmp_path / "a.jsonl").write_text(json.dumps({"q": "naïve café"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    (tmp_path / "a.json").write_text(json.dumps(["vidéo"], ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "a.csv").write_text("video_id,sentence\nv1,crème brûlée\n", encoding="utf-8")
+    (tmp_path / "a.txt").write_text("vidéo1\n", encoding="utf-8")
+    code = ("import sys; from hbi_repro.data.datasets import read_jsonl, read_json, read_csv, read_lines; d = sys.argv[1]; "
+            "print(ascii([read_jsonl(d + '/a.jsonl')[0][1]['q'], read_json(d + '/a.json')[0], "
+            "read_csv(d + '/a.csv', ('sentence',))[0][1]['sentence'], read_lines(d + '/a.txt')[0]]))")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env,
+                       cwd=Path(__file__).resolve().parent.parent)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == ascii(["naïve café", "vidéo", "crème brûlée", "vidéo1"])

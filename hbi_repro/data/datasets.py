@@ -4,7 +4,7 @@
 
 # %% ../../nbs/08c_data.datasets.ipynb #11f342f7
 from __future__ import annotations
-import contextvars, csv, hashlib, json, os
+import contextvars, csv, hashlib, io, json, os
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -60,19 +60,24 @@ def _need(path: Path) -> Path:
     if seen is not None: seen.add(Path(path))
     return Path(path)
 
+def _text(path) -> str:
+    "The text of an annotation file, decoded as UTF-8; errors name the file."
+    try: return _need(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e: raise AnnotationError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
 def read_lines(path) -> list:
-    "The non-empty lines of a text file, stripped."
-    return [l.strip() for l in _need(path).read_text().splitlines() if l.strip()]
+    "The non-empty lines of a text file (split on `\\n` only), stripped."
+    return [l.strip() for l in _text(path).split("\n") if l.strip()]
 
 def read_json(path) -> object:
     "Parse a JSON file; errors name the file."
-    try: return json.loads(_need(path).read_text())
+    try: return json.loads(_text(path))
     except json.JSONDecodeError as e: raise AnnotationError(f"{path}: malformed JSON ({e})") from None
 
 def read_jsonl(path, on_bad=None) -> list:
-    "Rows of a JSON-lines file as (line number, dict); a malformed line raises naming file:line (or goes to `on_bad`)."
+    "Rows of a JSON-lines file (split on `\\n` only) as (line number, dict); a malformed line raises naming file:line (or goes to `on_bad`)."
     rows = []
-    for n, line in enumerate(_need(path).read_text().splitlines(), 1):
+    for n, line in enumerate(_text(path).split("\n"), 1):
         if not line.strip(): continue
         try: r = json.loads(line)
         except json.JSONDecodeError as e: r, err = None, f"malformed JSON line ({e.msg})"
@@ -83,13 +88,22 @@ def read_jsonl(path, on_bad=None) -> list:
         rows.append((n, r))
     return rows
 
-def read_csv(path, columns: tuple) -> list:
-    "Rows of a CSV file with a header containing `columns`, as (line number, dict)."
-    with open(_need(path), newline="") as f:
-        rd = csv.DictReader(f)
-        missing = [c for c in columns if c not in (rd.fieldnames or [])]
-        if missing: raise AnnotationError(f"{path}: missing column(s) {missing}; header is {rd.fieldnames}")
-        return [(n, r) for n, r in enumerate(rd, 2)]
+def read_csv(path, columns: tuple, on_bad=None) -> list:
+    "Rows of a CSV file with a header containing `columns`, as (line number, dict); a row whose field count is not the header's raises naming file and row (or goes to `on_bad`)."
+    rd = csv.reader(io.StringIO(_text(path), newline=""))
+    header = next(rd, None) or []
+    missing = [c for c in columns if c not in header]
+    if missing: raise AnnotationError(f"{path}: missing column(s) {missing}; header is {header}")
+    rows = []
+    for r in rd:
+        if not r: continue                                  # a blank line
+        if len(r) != len(header):
+            err = (f"{len(r)} fields, but the header has {len(header)} ({','.join(header)})"
+                   + ("; quote a field that contains a comma" if len(r) > len(header) else "") + f": {','.join(r)[:80]!r}")
+            if on_bad is None: raise AnnotationError(f"{path} row {rd.line_num}: {err}")
+            on_bad(f"{path} row {rd.line_num}", err, "malformed_row"); continue
+        rows.append((rd.line_num, dict(zip(header, r))))
+    return rows
 
 def carve_val(video_ids, fraction: float, seed: int) -> set:
     "A seeded `fraction` of the unique `video_ids` (at least one), for model selection."
@@ -101,29 +115,34 @@ def carve_val(video_ids, fraction: float, seed: int) -> set:
 
 # %% ../../nbs/08c_data.datasets.ipynb #7f02dd35
 class VideoIndex:
-    "Video files under a folder, found by id: exact file name, or file name without its extension."
+    "Video files under a folder, found by id: exact file name, file name without its video extension, or a compressed `<id>.<ext>.mp4`."
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         if not self.folder.is_dir(): raise FileNotFoundError(f"videos folder not found: {self.folder} ({_README})")
-        self.by_name, self.by_stem = {}, {}
+        self.by_name, self.by_stem, self.by_base = {}, {}, {}
         for root, dirs, files in os.walk(self.folder):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # skip hidden folders (e.g. a frame cache)
             for f in sorted(files):
                 if f.startswith("."): continue
                 p = Path(root) / f
                 self.by_name.setdefault(f, p)
-                if p.suffix.lower() in VIDEO_EXTS: self.by_stem.setdefault(p.stem, p)
+                if p.suffix.lower() in VIDEO_EXTS:
+                    self.by_stem.setdefault(p.stem, p)
+                    inner = Path(p.stem).suffix
+                    if p.suffix.lower() == ".mp4" and inner.lower() in VIDEO_EXTS:   # `compress` output of <base><inner>
+                        self.by_base.setdefault(p.stem[: -len(inner)], p)
 
     def find(self, video_id: str, prefixes: tuple = ("",)) -> Path | None:
         for pre in prefixes:
             k = f"{pre}{video_id}"
-            if k in self.by_name: return self.by_name[k]
-            if k in self.by_stem: return self.by_stem[k]
+            for index in (self.by_name, self.by_stem, self.by_base):
+                if k in index: return index[k]
         return None
 
 # %% ../../nbs/08c_data.datasets.ipynb #c96e5d51
 SPLITS = ("train", "val", "test", "trainval")
 ON_ERROR = ("raise", "skip", "collect")
+_CHECKING = contextvars.ContextVar("hbi_repro_data_check", default=False)   # True only inside `check_dataset`
 
 class VideoTextDataset(torch.utils.data.Dataset):
     "Base class of the real-data adapters (subclasses implement `load`)."
@@ -140,14 +159,15 @@ class VideoTextDataset(torch.utils.data.Dataset):
                  val_fraction: float = 0.1,      # share of training videos carved off as val (where no val file exists)
                  videos_dir: str | Path | None = None,  # default: <root>/videos
                  cache_dir: str | Path | None = None,   # decoded-frame cache folder (None = no cache)
-                 on_error: str = "raise",        # raise | skip (counted; never on test) | collect (for `data check`)
+                 on_error: str = "raise",        # raise | skip (counted; never on test) | collect (for `data check`; on test only there)
                  strict_length: bool = False,    # error instead of truncating texts over max_words
                  caption_len: int = 22,          # captioning: length of caption_ids (eval.max_caption_len + 2)
                  **kw):
         if split not in SPLITS: raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
         if on_error not in ON_ERROR: raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        if on_error == "skip" and split == "test":
-            raise ValueError("on_error='skip' is refused on the test split: a test set is never silently shrunk")
+        if split == "test" and (on_error == "skip" or on_error == "collect" and not _CHECKING.get()):
+            raise ValueError(f"on_error={on_error!r} is refused on the test split: a test set is never silently shrunk"
+                             + ("; 'collect' is for `hbi-repro data check` (check_dataset)" if on_error == "collect" else ""))
         self.root, self.split = Path(root), split
         self.max_frames, self.max_words, self.frame_size = max_frames, max_words, frame_size
         self.sampling, self.video_fps, self.augment = sampling, video_fps, bool(augment) and split in ("train", "trainval")
@@ -250,10 +270,10 @@ class MSRVTTRetrieval(VideoTextDataset):
         if self.split == "test":
             f = self.root / "MSRVTT_JSFUSION_test.csv"
             return [{"video_id": r["video_id"], "caption": r["sentence"], "where": f"{f} row {n}"}
-                    for n, r in read_csv(f, ("video_id", "sentence"))]
+                    for n, r in read_csv(f, ("video_id", "sentence"), self.bad)]
         caps = _msrvtt_captions(self, self.root / "MSRVTT_data.json")
         f = self.root / train_csv
-        rows = read_csv(f, ("video_id",)); ids = []
+        rows = read_csv(f, ("video_id",), self.bad); ids = []
         for n, r in rows:
             if r["video_id"] not in caps:
                 self.bad(f"{f} row {n}", f"unknown video id {r['video_id']!r}: no caption in MSRVTT_data.json", "unknown_video"); continue
@@ -284,10 +304,10 @@ class MSRVTTCaption(VideoTextDataset):
             if self.split == "trainval": ids = ids + by.get("val", [])
         elif proto == "1k-A":
             if self.split == "test":
-                f = self.root / "MSRVTT_JSFUSION_test.csv"; ids = [r["video_id"] for _, r in read_csv(f, ("video_id",))]
+                f = self.root / "MSRVTT_JSFUSION_test.csv"; ids = [r["video_id"] for _, r in read_csv(f, ("video_id",), self.bad)]
             else:
                 f = self.root / self.opts.get("train_csv", "MSRVTT_train.9k.csv")
-                ids = [r["video_id"] for _, r in read_csv(f, ("video_id",))]
+                ids = [r["video_id"] for _, r in read_csv(f, ("video_id",), self.bad)]
                 keep = self.split_ids(ids); ids = [v for v in dict.fromkeys(ids) if v in keep]
         else: raise ValueError(f"unknown captioning protocol {proto!r}; choose '1k-A' or 'standard'")
         out = []
@@ -310,18 +330,23 @@ class ActivityNetParagraphs(VideoTextDataset):
         ann_f = self.root / ("val_1.json" if test else "train.json")
         ids_f = self.root / ("val_ids.json" if test else "train_ids.json")
         ann = read_json(ann_f)
-        ids = read_json(ids_f) if ids_f.is_file() else list(ann)
         if not isinstance(ann, dict): raise AnnotationError(f"{ann_f}: expected a JSON object {{video id: annotation}}")
+        ids = read_json(ids_f) if ids_f.is_file() else list(ann)   # optional: default every video of ann_f, in order
+        if not isinstance(ids, list): raise AnnotationError(f"{ids_f}: expected a JSON list of video ids, got {type(ids).__name__}")
         good = []
-        for v in ids:
+        for k, v in enumerate(ids):
+            if not isinstance(v, str): self.bad(f"{ids_f} [{k}]", f"video id is not a string: {str(v)[:80]}", "malformed_row"); continue
             a = ann.get(v)
-            if a is None: self.bad(f"{ids_f}", f"unknown video id {v!r}: not in {ann_f.name}", "unknown_video"); continue
+            if a is None: self.bad(f"{ids_f} [{k}]", f"unknown video id {v!r}: not in {ann_f.name}", "unknown_video"); continue
             if not isinstance(a, dict) or not isinstance(a.get("sentences"), list):
                 self.bad(f"{ann_f} [{v!r}]", "entry lacks a 'sentences' list", "malformed_row"); continue
+            j = next((j for j, s in enumerate(a["sentences"]) if not isinstance(s, str)), None)
+            if j is not None:
+                self.bad(f"{ann_f} [{v!r}]", f"sentences[{j}] is not a string: {str(a['sentences'][j])[:80]}", "malformed_row"); continue
             good.append(v)
         sel = None if test else self.split_ids(good)
         keep = [v for v in dict.fromkeys(good) if sel is None or v in sel]
-        return [{"video_id": v, "caption": " ".join(s.strip() for s in ann[v]["sentences"] if isinstance(s, str)),
+        return [{"video_id": v, "caption": " ".join(s.strip() for s in ann[v]["sentences"]),
                  "where": f"{ann_f} [{v!r}]"} for v in keep]
 
 class DiDeMoParagraphs(VideoTextDataset):
@@ -342,8 +367,12 @@ class DiDeMoParagraphs(VideoTextDataset):
             paras[r["video"]].append(str(r["description"]).strip())
         lst = self.root / f"{'train' if carve else sp}_list.txt"   # a carved val comes from the videos train may use
         if lst.is_file():
-            allowed = set(read_lines(lst))
-            order = [v for v in order if v in allowed or Path(v).stem in allowed]
+            allowed, listed = set(read_lines(lst)), []
+            for v in order:
+                if v in allowed or Path(v).stem in allowed: listed.append(v)
+                elif self.split == "test": self.bad(f"{f} video {v!r}", f"not listed in {lst}", "unlisted_video")
+                else: self.stats["excluded_by_list"] += 1    # the list restricts train/val by design: counted
+            order = listed
         if carve: val = carve_val(order, self.val_fraction, self.seed); order = [v for v in order if v in val]
         elif self.split == "train" and not (self.root / "val_data.json").is_file():
             val = carve_val(order, self.val_fraction, self.seed); order = [v for v in order if v not in val]
@@ -352,6 +381,19 @@ class DiDeMoParagraphs(VideoTextDataset):
 
 # %% ../../nbs/08c_data.datasets.ipynb #54c4bd5d
 ANET_QA_TYPES = ("motion", "spatial", "temporal", "yes_no", "color", "object", "location", "number", "other")
+
+def _check_labels(a2l: dict, f) -> dict:
+    "`a2l` (answer -> label, from file `f`) if its labels are exactly 0..n-1, each once; else an error naming `f`."
+    if not a2l: raise AnnotationError(f"{f}: no answers (an empty answer -> label object)")
+    head, by = f"{f}: labels must be the integers 0..{len(a2l) - 1}, each given once", {}
+    for a, v in a2l.items():
+        if not isinstance(v, int) or isinstance(v, bool): raise AnnotationError(f"{head}; {a!r} has label {v!r}, not an integer")
+        by.setdefault(v, []).append(a)
+    dup = next((v for v, ans in by.items() if len(ans) > 1), None)
+    if dup is not None: raise AnnotationError(f"{head}; label {dup} is given to {', '.join(map(repr, by[dup][:5]))}")
+    missing = sorted(set(range(len(a2l))) - set(by))
+    if missing: raise AnnotationError(f"{head}; missing label(s) {missing[:10]}")
+    return dict(a2l)
 
 class VideoQA(VideoTextDataset):
     "MSRVTT-QA / MSVD-QA (ClipBERT jsonl rows); answer vocabulary from train_ans2label.json or top train answers."
@@ -371,13 +413,15 @@ class VideoQA(VideoTextDataset):
 
     def _msvd_json(self, f: Path) -> list:
         rows = read_json(f); mp = {}
+        if not isinstance(rows, list):
+            raise AnnotationError(f"{f}: expected a JSON list of {{question, answer, video_id}} rows, got {type(rows).__name__}")
         m = self.root / "youtube_mapping.txt"
         if m.is_file():
             for line in read_lines(m):
                 p = line.split()
                 if len(p) == 2: mp[p[1]] = p[0]
         out = []
-        for k, r in enumerate(rows if isinstance(rows, list) else []):
+        for k, r in enumerate(rows):
             if not isinstance(r, dict) or not all(x in r for x in ("question", "answer", "video_id")):
                 self.bad(f"{f} [{k}]", "row lacks one of question/answer/video_id", "malformed_row"); continue
             v = f"vid{r['video_id']}" if isinstance(r["video_id"], int) else str(r["video_id"])
@@ -392,7 +436,7 @@ class VideoQA(VideoTextDataset):
         if f.is_file():
             a2l = read_json(f)
             if not isinstance(a2l, dict): raise AnnotationError(f"{f}: expected a JSON object answer -> label")
-            return {str(k): int(v) for k, v in a2l.items()}
+            return _check_labels(a2l, f)
         cnt = Counter(r[3] for r in self.qa_rows("train"))
         top = sorted(cnt.items(), key=lambda kv: (-kv[1], kv[0]))[: self.opts.get("num_answers", 1500)]
         return {a: i for i, (a, _) in enumerate(top)}
@@ -431,12 +475,20 @@ class ActivityNetQA(VideoQA):
         qf, af = self.root / "qa" / f"{split}_q.json", self.root / "qa" / f"{split}_a.json"
         qs, ans = read_json(qf), read_json(af)
         if not isinstance(qs, list) or not isinstance(ans, list): raise AnnotationError(f"{qf} / {af}: expected JSON lists")
-        by_id = {a.get("question_id"): a for a in ans if isinstance(a, dict)}
-        out = []
+        by_id, seen, out = {}, {}, []
+        for k, a in enumerate(ans):
+            if not isinstance(a, dict) or not isinstance(a.get("question_id"), (str, int)):
+                self.bad(f"{af} [{k}]", "row lacks a question_id (string or integer)", "malformed_row"); continue
+            if a["question_id"] in by_id: raise AnnotationError(f"{af}: question_id {a['question_id']!r} appears more than once")
+            by_id[a["question_id"]] = a
         for k, q in enumerate(qs):
             where = f"{qf} [{k}]"
-            if not isinstance(q, dict) or not all(x in q for x in ("video_name", "question", "question_id")):
-                self.bad(where, "row lacks one of video_name/question/question_id", "malformed_row"); continue
+            if not isinstance(q, dict) or not all(x in q for x in ("video_name", "question", "question_id")) \
+               or not isinstance(q["question_id"], (str, int)):
+                self.bad(where, "row lacks one of video_name/question/question_id (string or integer)", "malformed_row"); continue
+            if q["question_id"] in seen:
+                raise AnnotationError(f"{qf}: question_id {q['question_id']!r} appears more than once ([{seen[q['question_id']]}] and [{k}])")
+            seen[q["question_id"]] = k
             a = by_id.get(q["question_id"])
             if a is None or "answer" not in a:
                 self.bad(where, f"question_id {q['question_id']!r} has no answer in {af.name}", "malformed_row"); continue
@@ -597,8 +649,10 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
         p = probs.setdefault(kind, {"count": 0, "first": []}); p["count"] += 1
         if len(p["first"]) < max_report: p["first"].append(what)
     for sp in splits:
+        token = _CHECKING.set(True)                     # lets the test split collect its problems here, and only here
         try: ds = cls(root, sp, on_error="collect", cache_dir=None, **kw)
         except (FileNotFoundError, AnnotationError, ValueError) as e: add("annotation_error", f"[{sp}] {e}"); continue
+        finally: _CHECKING.reset(token)
         items[sp] = len(ds)
         for reason, where, msg in ds.problems: add(reason, f"[{sp}] {where}: {msg}")
         for r in ds.records: paths.setdefault(r["path"], r["video_id"])

@@ -241,7 +241,7 @@ def _sample_events(rng, E: int) -> list:
     return [(int(c), int(s), int(a)) for c, s, a in zip(cols, shps, acts)]
 
 def _make_twin(rng, ev: list) -> tuple:
-    "A hard negative of `ev` with the same bag of words: ('order'|'binding'|'action', new events)."
+    "A hard negative of `ev` with the same colours, shapes and actions: ('order'|'binding'|'action', new events)."
     kind = ("order", "binding", "action")[rng.integers(3)]
     i = int(rng.integers(len(ev) - 1)); j = i + 1 if kind == "order" else int(rng.choice([k for k in range(len(ev)) if k != i]))
     new = list(ev)

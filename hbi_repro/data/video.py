@@ -292,7 +292,7 @@ def _compress_one(src: Path, dst: Path, fps: float, short_side: int, overwrite: 
     return ("ok", src.name, "")
 
 def compress_videos(src_dir: str | Path,   # folder of input videos (searched recursively)
-                    dst_dir: str | Path,   # output folder (same relative paths, .mp4)
+                    dst_dir: str | Path,   # output folder (same relative paths; x.mp4 stays x.mp4, x.<ext> → x.<ext>.mp4)
                     fps: float = 3,        # output frame rate (official: 3)
                     short_side: int = 224, # output short side (official: 224)
                     workers: int = 2,      # parallel ffmpeg processes (each single-threaded)
@@ -307,8 +307,9 @@ def compress_videos(src_dir: str | Path,   # folder of input videos (searched re
     ffmpeg = ffmpeg_exe()
     jobs, seen = [], {}
     for f in files:
-        out = (dst_dir / f.relative_to(src_dir)).with_suffix(".mp4")
-        if out in seen:   # x.avi and x.mkv would both become x.mp4: one would silently replace the other
+        rel = f.relative_to(src_dir)
+        out = dst_dir / (rel if f.suffix.lower() == ".mp4" else rel.with_name(rel.name + ".mp4"))
+        if out in seen:   # x.avi and x.avi.mp4 would both be written to x.avi.mp4: one would silently replace the other
             raise ValueError(f"{seen[out]} and {f} would both be written to {out}; rename one of them")
         seen[out] = f
         jobs.append((f, out))
