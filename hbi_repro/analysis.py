@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['pointing_accuracy', 'pointing_chance', 'alignment_auc', 'tsne', 'run_config', 'load_trained', 'hbi_v2_runs',
-           'level_maps', 'save_figure']
+__all__ = ['pointing_accuracy', 'pointing_chance', 'alignment_auc', 'tsne', 'run_config', 'load_trained', 'finished_run',
+           'hbi_v2_runs', 'level_maps', 'save_figure']
 
 # %% ../nbs/15_analysis.ipynb #bd9bfdd0
 def _check_map(maps, alignment, t_mask, v_mask):
@@ -119,19 +119,13 @@ def run_config(run_dir: str | Path):
 
 def load_trained(run_dir: str | Path, ckpt: str = "best"):
     "The HBIModel of a finished run with the weights of `checkpoints/<ckpt>.pt`, in eval mode, and its config."
-    from hbi_repro.model import HBIModel
+    from hbi_repro.train import _model_from_state
     cfg = run_config(run_dir)
     state = torch.load(Path(run_dir) / "checkpoints" / f"{ckpt}.pt", map_location="cpu", weights_only=False)["model"]
     if cfg.model.banzhaf_target == "learned":   # the estimator's weights are in the state dict; no checkpoint needed
         from dataclasses import replace
         cfg = replace(cfg, model=replace(cfg.model, estimator_checkpoint=None))
-    # head sizes come from the weights: QAHead's last Linear (the highest index in its mlp) and the caption embedding
-    import re
-    qa = sorted((int(m[1]), k) for k in state if (m := re.fullmatch(r"qa\.[^.]+\.mlp\.(\d+)\.weight", k)))
-    kw = {"num_answers": state[qa[-1][1]].shape[0] if qa else 0}
-    if "decoder.embed.weight" in state: kw["vocab_size"] = state["decoder.embed.weight"].shape[0]
-    model = HBIModel(cfg, **kw)
-    model.fit_estimator_width(state.get("estimator.cnn1.weight"))
+    model = _model_from_state(cfg, state)       # shaped like the weights; no CLIP file read: the state holds every weight
     model.load_state_dict(state)
     return model.eval(), cfg
 
@@ -141,8 +135,24 @@ def _same_run_config(found: dict, want: dict) -> bool:
                        "train": {k: v for k, v in d["train"].items() if k != "freeze_encoders"},
                        "eval": {k: v for k, v in d.get("eval", {}).items() if k != "kernels"}}
     keys = ("model", "data", "train", "eval")
-    f, w = strip(found), strip(want)
+    from hbi_repro.train import config_from_dict
+    from hbi_repro.config import config_dict
+    norm = lambda c: config_dict(config_from_dict(c))   # a config.json written before a field existed: its default
+    f, w = strip(norm(found)), strip(norm(want))
     return all(f.get(k) == w.get(k) for k in keys)
+
+def finished_run(run_dir: str | Path, want: dict) -> bool:
+    "Whether `run_dir` holds a finished run of config `want` (`_same_run_config`) whose `summary.json` is its own."
+    from hbi_repro.train import config_differences, config_from_dict, RESUME_MAY_DIFFER
+    from hbi_repro.config import config_dict
+    d = Path(run_dir)
+    if not all((d / f).exists() for f in ("config.json", "summary.json", "checkpoints/best.pt")): return False
+    config = json.loads((d / "config.json").read_text())
+    if not _same_run_config(config, want): return False
+    # a summary written by an earlier run in this folder (before fresh starts deleted it) holds another config
+    summary = json.loads((d / "summary.json").read_text()).get("config")
+    norm = lambda c: config_dict(config_from_dict(c))   # fields added since get their defaults
+    return summary is not None and not config_differences(norm(summary), norm(config), ignore=RESUME_MAY_DIFFER)
 
 def hbi_v2_runs(artifact: str,          # the figure's artifact: where missing runs are trained and their rows saved
                 profile: str, seeds,
@@ -155,9 +165,8 @@ def hbi_v2_runs(artifact: str,          # the figure's artifact: where missing r
     from hbi_repro.experiments import run_rows, _safe
     def done(a, s):
         d = Path(runs_root) / a / profile / _safe(row) / f"seed{s}"
-        if not ((d / "summary.json").exists() and (d / "checkpoints" / "best.pt").exists()): return None
         want = config_dict(get_config(profile, preset, overrides=[*overrides, f"train.seed={s}"]))
-        return d if _same_run_config(json.loads((d / "config.json").read_text()), want) else None
+        return d if finished_run(d, want) else None
     found = {s: next((d for a in dict.fromkeys((*reuse, artifact)) if (d := done(a, s))), None) for s in seeds}
     missing = [s for s, d in found.items() if d is None]
     if missing:

@@ -199,6 +199,8 @@ def reproduce_notebooks(only: list | None = None,      # short names (T1, F9, ..
                         parameters: dict | None = None) -> list:
     "Execute the chosen run_*.ipynb with papermill (cwd = nbs/, as nbdev_test does); returns the executed paths."
     import os, papermill as pm
+    from hbi_repro.config import PROFILES
+    if profile not in PROFILES: raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")   # before papermill writes anything
     root = Path(__file__).resolve().parent.parent
     nbs_dir = Path(nbs_dir or root / "nbs"); out_dir = Path(out_dir or root / "results" / "executed")
     names = artifact_names(only, profile, nbs_dir)

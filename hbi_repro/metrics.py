@@ -11,8 +11,8 @@ import torch
 
 # %% auto #0
 __all__ = ['TIES', 'POSTPROCESS', 'CAPTION_KEYS', 'Positives', 'tie_counts', 'dual_softmax', 'inverted_softmax',
-           'retrieval_metrics', 'both_directions', 'qa_accuracy', 'tokenize_captions', 'caption_metrics',
-           'bench_retrieval_eval']
+           'retrieval_metrics', 'both_directions', 'qa_accuracy', 'require_java', 'tokenize_captions',
+           'caption_metrics', 'bench_retrieval_eval']
 
 # %% ../nbs/09_metrics.ipynb #ecd08fc3
 class Positives:
@@ -231,7 +231,8 @@ def qa_accuracy(pred,                    # (N,) predicted answer indices, or (N,
 # %% ../nbs/09_metrics.ipynb #a5e51fcd
 CAPTION_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
-def _require_java():
+def require_java() -> None:
+    "Raise, saying how to install it, when `java` (needed by pycocoevalcap) is not on PATH; the trainer calls it before a captioning run."
     if shutil.which("java") is None:
         raise RuntimeError("caption_metrics needs Java: pycocoevalcap's PTB tokenizer and METEOR run `java`, which is "
                            "not on PATH. Install a JRE (e.g. `apt-get install default-jre-headless`) and retry.")
@@ -256,7 +257,7 @@ def caption_metrics(predictions: dict,   # {video id: generated caption}
     for k, v in references.items():
         if isinstance(v, str) or not len(v): raise ValueError(f"references[{k!r}] must be a non-empty list of strings")
         if not isinstance(predictions[k], str): raise ValueError(f"predictions[{k!r}] must be a string")
-    _require_java()
+    require_java()
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.cider.cider import Cider

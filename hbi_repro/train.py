@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, math, os, random, sys, time, warnings
 from contextlib import contextmanager, nullcontext
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,14 +16,15 @@ from fastcore.script import call_parse, Param, store_true
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['ADAM_BETAS', 'ADAM_EPS', 'PRECISIONS', 'SELECT_KEYS', 'no_decay', 'param_groups', 'lr_multiplier', 'total_steps',
-           'build_optimizer', 'build_scheduler', 'resolve_precision', 'autocast', 'make_scaler',
-           'set_official_precision', 'dist_env', 'default_device', 'init_distributed', 'sync_gradients',
-           'clip_gradients', 'epoch_batches', 'train_loader', 'eval_loader', 'rng_state', 'set_rng_state',
-           'rng_preserved', 'seed_everything', 'atomic_torch_save', 'save_checkpoint', 'load_checkpoint', 'to_device',
-           'select_items', 'cat_padded', 'cat_dicts', 'evaluate', 'selection_value', 'FeatureDataset', 'cache_features',
-           'JsonlLog', 'train', 'collect_similarities', 'pretrain_estimator', 'config_from_dict', 'default_run_dir',
-           'train_cli', 'eval_cli', 'pretrain_estimator_cli']
+__all__ = ['ADAM_BETAS', 'ADAM_EPS', 'PRECISIONS', 'DIST_TIMEOUT_MIN', 'SELECT_KEYS', 'RESUME_MAY_DIFFER', 'no_decay',
+           'param_groups', 'lr_multiplier', 'total_steps', 'build_optimizer', 'build_scheduler', 'resolve_precision',
+           'autocast', 'make_scaler', 'set_official_precision', 'dist_env', 'default_device', 'dist_timeout',
+           'init_distributed', 'sync_gradients', 'clip_gradients', 'epoch_batches', 'train_loader', 'eval_loader',
+           'rng_state', 'set_rng_state', 'rng_preserved', 'seed_everything', 'atomic_torch_save', 'save_checkpoint',
+           'load_checkpoint', 'to_device', 'select_items', 'cat_padded', 'cat_dicts', 'evaluate', 'selection_value',
+           'lower_is_better', 'metric_names', 'FeatureDataset', 'cache_features', 'JsonlLog', 'check_clip_weights',
+           'config_differences', 'check_resume', 'check_run', 'train', 'collect_similarities', 'pretrain_estimator',
+           'config_from_dict', 'default_run_dir', 'train_cli', 'eval_cli', 'pretrain_estimator_cli']
 
 # %% ../nbs/10_train.ipynb #a33d9cba
 ADAM_BETAS = (0.9, 0.98)  # official BertAdam / CLIP
@@ -131,6 +133,14 @@ def default_device(local_rank: int = 0) -> torch.device:
     "cuda:LOCAL_RANK when CUDA is visible, else cpu."
     return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
+DIST_TIMEOUT_MIN = 180.0  # collectives' timeout (minutes): rank 0 evaluates alone while the other ranks wait in one
+
+def dist_timeout() -> timedelta:
+    "The process group's timeout: `HBI_REPRO_DIST_TIMEOUT_MIN` minutes when that env var is set, else `DIST_TIMEOUT_MIN`."
+    v = os.environ.get("HBI_REPRO_DIST_TIMEOUT_MIN")
+    try: return timedelta(minutes=float(v) if v else DIST_TIMEOUT_MIN)
+    except ValueError: raise ValueError(f"HBI_REPRO_DIST_TIMEOUT_MIN must be a number of minutes, got {v!r}") from None
+
 def init_distributed(device: str | torch.device | None = None,  # default: cuda:LOCAL_RANK if visible, else cpu
                     ) -> tuple[int, int, torch.device, bool]:
     "Initialise the process group from env vars when WORLD_SIZE > 1 (nccl for cuda, gloo for cpu): (rank, world, device, created_here)."
@@ -140,7 +150,7 @@ def init_distributed(device: str | torch.device | None = None,  # default: cuda:
         if device.index is None: device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=dist_timeout())
         return dist.get_rank(), dist.get_world_size(), device, True
     return rank, world, device, False
 
@@ -340,7 +350,10 @@ def _eval_retrieval(model, loader, cfg, device, precision, progress) -> dict:
     pos = torch.zeros(len(t_ids), len(v_ids), dtype=torch.bool)
     pos[torch.arange(len(t_ids)), torch.tensor([col[v] for v in t_ids])] = True
     post = tuple(_POST[p] for p in cfg.eval.post)
-    res = both_directions(sim.cpu(), pos, postprocess=post)
+    return _retrieval_out(both_directions(sim.cpu(), pos, postprocess=post))
+
+def _retrieval_out(res: dict) -> dict:
+    "`both_directions` output as flat `t2v/…`, `v2t/…` scalars plus `Rsum` = t2v Rsum + v2t Rsum."
     out = {f"{d}/{k}": v for d, m in res.items() for k, v in m.items() if not isinstance(v, np.ndarray)}
     out["Rsum"] = res["t2v"]["Rsum"] + res["v2t"]["Rsum"]
     return out
@@ -402,7 +415,22 @@ def selection_value(metrics: dict, key: str) -> float:
     if key in metrics: return float(metrics[key])
     hits = [k for k in metrics if k.endswith("/" + key)]
     if len(hits) == 1: return float(metrics[hits[0]])
+    if hits: raise KeyError(f"selection key {key!r} is ambiguous: it could be any of {sorted(hits)}; name one")
     raise KeyError(f"selection key {key!r} not among the validation metrics {sorted(metrics)}")
+
+def lower_is_better(key: str) -> bool:
+    "True for rank metrics (MdR, MnR), which model selection minimises: the rule of `hbi_repro.results.LOWER_IS_BETTER`."
+    from hbi_repro.results import LOWER_IS_BETTER
+    return any(w in key for w in LOWER_IS_BETTER)
+
+def metric_names(cfg) -> list:
+    "The metrics `evaluate` reports for `cfg` (QA adds `acc/<type>`, `n/<type>` per answer type found in the data)."
+    from hbi_repro.metrics import both_directions, qa_accuracy, CAPTION_KEYS
+    task = cfg.train.task
+    if task == "retrieval": return list(_retrieval_out(both_directions(torch.eye(2), postprocess=tuple(_POST[p] for p in cfg.eval.post))))
+    if task == "qa": return list(qa_accuracy([0], [0]))
+    if task == "caption": return [*CAPTION_KEYS, "n_videos"]
+    raise ValueError(f"train.task must be one of {list(SELECT_KEYS)}, got {task!r}")
 
 # %% ../nbs/10_train.ipynb #872eaf78
 class FeatureDataset(torch.utils.data.Dataset):
@@ -482,9 +510,24 @@ def _build_model(cfg, train_set=None) -> nn.Module:
         if n is None: raise ValueError("the QA train set must expose `num_answers` (the answer vocabulary size)")
         kw["num_answers"] = int(n)
     if cfg.train.task == "caption" and getattr(train_set, "vocab_size", None): kw["vocab_size"] = int(train_set.vocab_size)
+    check_clip_weights(cfg)
     for name in ("from_pretrained", "from_config"):
         if hasattr(HBIModel, name): return getattr(HBIModel, name)(cfg, **kw)
     return HBIModel(cfg, **kw)
+
+def _model_from_state(cfg, state: dict) -> nn.Module:
+    "HBIModel for `cfg` shaped like a checkpoint's weights (answers, caption vocabulary, estimator width), built bare: no CLIP or estimator file is read, `state` holds every weight."
+    import re
+    from dataclasses import replace
+    from hbi_repro.model import HBIModel
+    if cfg.model.banzhaf_target == "learned": cfg = replace(cfg, model=replace(cfg.model, estimator_checkpoint=None))
+    # head sizes come from the weights: QAHead's last Linear (the highest index in its mlp) and the caption embedding
+    qa = sorted((int(m[1]), k) for k in state if (m := re.fullmatch(r"qa\.[^.]+\.mlp\.(\d+)\.weight", k)))
+    kw = {"num_answers": state[qa[-1][1]].shape[0] if qa else 0}
+    if "decoder.embed.weight" in state: kw["vocab_size"] = state["decoder.embed.weight"].shape[0]
+    model = HBIModel(cfg, **kw)
+    model.fit_estimator_width(state.get("estimator.cnn1.weight"))
+    return model
 
 def _build_split(cfg, split: str):
     from hbi_repro.data.datasets import build_dataset
@@ -510,6 +553,78 @@ def _train_step(model, batch, opt, sched, scaler, params, cfg, device, precision
         with torch.no_grad(): model.clamp_()
     return loss, out.get("logs", {}), gnorm
 
+# %% ../nbs/10_train.ipynb #9d3f4b60
+RESUME_MAY_DIFFER = ("data.num_workers",)  # config keys a resumed run may change: they change how, not what, it computes
+
+def check_clip_weights(cfg) -> None:
+    "The paper profile fine-tunes pretrained CLIP: raise, saying what to pass, when `model.clip_checkpoint` is unset or missing."
+    if cfg.profile != "paper": return
+    p = cfg.model.clip_checkpoint
+    how = ("pass --set model.clip_checkpoint=data/clip/ViT-B-32.pt (run_* notebooks: -p clip_checkpoint PATH); "
+           "see data/README.md, 'CLIP weights'")
+    if not p: raise FileNotFoundError(f"the paper profile needs CLIP weights, but model.clip_checkpoint is unset "
+                                      f"(training would start from a randomly initialised CLIP); {how}")
+    if not Path(p).is_file(): raise FileNotFoundError(f"model.clip_checkpoint {p!r} does not exist (relative to {os.getcwd()}); {how}")
+
+def _flat(d: dict) -> dict:
+    "A `config_dict` as {'section.field': value} (top-level keys such as 'profile' as they are)."
+    return {(f"{k}.{j}" if isinstance(v, dict) else k): w for k, v in d.items() for j, w in (v.items() if isinstance(v, dict) else [(k, v)])}
+
+def config_differences(a: dict, b: dict, ignore: tuple = ()) -> list:
+    "Sorted dotted keys whose values differ between two `config_dict`s, less `ignore`."
+    fa, fb = _flat(a), _flat(b)
+    return sorted(k for k in fa.keys() | fb.keys() if k not in ignore and fa.get(k, ...) != fb.get(k, ...))
+
+def check_resume(cfg, run_dir: str | Path, select: str | None = None) -> None:
+    "Raise, naming the keys, when `cfg` (or `select`) is not the config of the run `run_dir/checkpoints/last.pt` belongs to."
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoints" / "last.pt").exists(): return   # nothing to resume: a fresh start
+    from hbi_repro.config import config_dict
+    f = run_dir / "config.json"
+    if not f.exists(): raise FileNotFoundError(f"cannot resume {run_dir}: it has checkpoints/last.pt but no config.json to check the config against")
+    saved, now = config_dict(config_from_dict(json.loads(f.read_text()))), config_dict(cfg)   # missing fields get defaults
+    diff = config_differences(saved, now, ignore=RESUME_MAY_DIFFER)
+    if diff:
+        fs, fn = _flat(saved), _flat(now)
+        raise ValueError(f"cannot resume {run_dir} with another config: " + "; ".join(f"{k} is {fs.get(k)!r} in its config.json, "
+                         f"{fn.get(k)!r} now" for k in diff) + ". Resume with the run's settings, or start afresh (no resume, or another run dir)")
+    prov = run_dir / "provenance.json"
+    was = json.loads(prov.read_text()).get("select") if prov.exists() else None
+    if select is not None and was is not None and was != select:
+        raise ValueError(f"cannot resume {run_dir} selecting on {select!r}: the run selects on {was!r}")
+
+def check_run(cfg,                      # RunConfig
+              run_dir: str | Path,      # the run folder (read on resume)
+              select: str,              # the model-selection key
+              resume: bool = False,
+              builds_model: bool = True,  # the trainer builds the model (so the CLIP weights are read)
+              evaluates: bool = True,   # a val or test split will be scored (captioning then needs Java)
+              world: int = 1,           # number of processes
+             ) -> bool:                 # whether `select` is minimised
+    "Everything about a run that is cheap and certain to check before data, weights or the run folder are touched."
+    tr = cfg.train
+    if tr.task not in SELECT_KEYS: raise ValueError(f"train.task must be one of {list(SELECT_KEYS)}, got {tr.task!r}")
+    if tr.precision not in PRECISIONS: raise ValueError(f"train.precision must be one of {PRECISIONS}, got {tr.precision!r}")
+    if tr.batch_size % world: raise ValueError(f"train.batch_size={tr.batch_size} must be divisible by the world size {world}")
+    post = cfg.eval.post
+    bad = [post] if isinstance(post, str) else [p for p in post if p not in _POST]
+    if bad: raise ValueError(f"eval.post: unknown post-processing {bad}; give a list of {sorted(_POST)}, e.g. eval.post='[\"dsl\"]'")
+    if not (tr.task == "qa" and select.startswith(("acc/", "n/"))):   # per-answer-type keys depend on the data
+        selection_value(dict.fromkeys(metric_names(cfg), 0.0), select)
+    if tr.task == "caption" and evaluates:
+        from hbi_repro.metrics import require_java
+        require_java()
+    if builds_model: check_clip_weights(cfg)
+    if resume: check_resume(cfg, run_dir, select)
+    return lower_is_better(select)
+
+def _segment(step: int, world: int) -> dict:
+    "One start of a run: the step it starts from, UTC time, git state of the code, world size."
+    from hbi_repro.provenance import git_state
+    here = Path(__file__).resolve().parent if "__file__" in globals() else Path(".")
+    return {"from_step": step, "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git": git_state(here), "world_size": world}
+
 # %% ../nbs/10_train.ipynb #f224698f
 def train(cfg,                      # RunConfig
           run_dir: str | Path,      # where the log, checkpoints and summary go
@@ -517,14 +632,16 @@ def train(cfg,                      # RunConfig
           train_set=None, val_set=None, test_set=None,  # datasets (default: build_dataset(cfg, split); val/test may be None)
           model: nn.Module | None = None,  # default: HBIModel built from cfg with seed train.seed
           train_features: dict | None = None,  # frozen encoders: cached train features to reuse (`FeatureDataset.features`)
-          select: str | None = None,       # model-selection key on val (default SELECT_KEYS[task]; higher = better)
+          select: str | None = None,       # model-selection key on val (default SELECT_KEYS[task]; MdR/MnR minimised, others maximised)
           device: str | torch.device | None = None,  # default: cuda:LOCAL_RANK if visible, else cpu
          ) -> dict:
     "Train `model` on `train_set`, select on `val_set`, test last and best on `test_set`; returns the summary."
     started, tr = time.time(), cfg.train
-    rank, world, device, created = init_distributed(device)
     run_dir = Path(run_dir); ckdir = run_dir / "checkpoints"
-    select = select or getattr(tr, "select", None) or SELECT_KEYS[tr.task]
+    select = select or getattr(tr, "select", None) or SELECT_KEYS.get(tr.task, "")
+    lower = check_run(cfg, run_dir, select, resume, builds_model=model is None, world=dist_env()[1],
+                      evaluates=train_set is None or val_set is not None or test_set is not None)
+    rank, world, device, created = init_distributed(device)
     progress = _progress_enabled(rank)
     if train_set is None:
         train_set, val_set, test_set = (_build_split(cfg, s) for s in ("train", "val", "test"))
@@ -561,24 +678,29 @@ def train(cfg,                      # RunConfig
         ck = load_checkpoint(last_ck)
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
         if scaler is not None and ck.get("scaler"): scaler.load_state_dict(ck["scaler"])
+        order = {"seed": tr.seed, "global_batch": tr.batch_size}
+        if ck.get("data_order", order) != order:
+            raise ValueError(f"cannot resume {last_ck}: its data order {ck['data_order']} is not this config's {order}")
         st = ck["state"]
+        st["segments"] = [*st.get("segments", []), _segment(st["step"], world)]
         if len(ck["rng"]) == world: set_rng_state(ck["rng"][rank])
         else: seed_everything(tr.seed + rank + 7919 * st["step"])
         log.truncate(st["step"])
     else:
         if resume and rank == 0: print(f"no checkpoint at {last_ck}; starting from scratch", file=sys.stderr)
+        st["segments"] = [_segment(0, world)]
         seed_everything(tr.seed + rank)
         if rank == 0:
             from hbi_repro.config import config_dict
             from hbi_repro.provenance import atomic_write_text, provenance
             run_dir.mkdir(parents=True, exist_ok=True)
             if log.path.exists(): log.path.unlink()
-            for old in (last_ck, ckdir / "best.pt"):   # an earlier run's checkpoints must not pass for this run's
+            for old in (last_ck, ckdir / "best.pt", run_dir / "summary.json"):   # nor may an earlier run's checkpoints or summary
                 if old.exists(): old.unlink(); print(f"fresh start: removed {old} of an earlier run", file=sys.stderr)
             atomic_write_text(run_dir / "config.json", json.dumps(config_dict(cfg), indent=2) + "\n")
             atomic_write_text(run_dir / "provenance.json", json.dumps(
                 provenance(seed=tr.seed, started=started, world_size=world, precision=precision, total_steps=total,
-                           steps_per_epoch=steps_per_epoch, select=select), indent=2, default=str) + "\n")
+                           steps_per_epoch=steps_per_epoch, select=select, cwd=os.getcwd()), indent=2, default=str) + "\n")
     val_loader = eval_loader(val_set, cfg, pin=device.type == "cuda") if val_set is not None and rank == 0 else None
 
     def validate():
@@ -588,7 +710,7 @@ def train(cfg,                      # RunConfig
         st["last_val"] = m
         v = selection_value(m, select)
         log.write({"kind": "eval", "split": "val", "step": st["step"], "epoch": st["epoch"], **_scalars(m)})
-        if st["best_value"] is None or v > st["best_value"]:
+        if st["best_value"] is None or (v < st["best_value"] if lower else v > st["best_value"]):
             st.update(best_value=v, best_step=st["step"], best_val=m)
             if rank == 0: atomic_torch_save({"model": model.state_dict(), "step": st["step"], "key": select,
                                              "value": v, "metrics": m}, ckdir / "best.pt")
@@ -666,7 +788,7 @@ def _finish(model, cfg, run_dir, test_set, st, select, device, precision, progre
         from hbi_repro.config import config_dict
         from hbi_repro.provenance import write_result
         write_result(run_dir / "summary.json", summary, seed=cfg.train.seed, started=started, config=config_dict(cfg),
-                     data=data)
+                     data=data, segments=st.get("segments"))
     return _broadcast_object(summary, rank, world)
 
 # %% ../nbs/10_train.ipynb #ac6836f5
@@ -709,6 +831,14 @@ def config_from_dict(d: dict):
     return RunConfig(model=mk(ModelConfig, d["model"]), data=mk(DataConfig, d["data"]), train=mk(TrainConfig, d["train"]),
                      eval=mk(EvalConfig, d["eval"]), profile=d.get("profile", "paper"), preset=d.get("preset"))
 
+def _run_paths(cfg, run_dir: Path):
+    "`cfg` with a relative `data.root` made absolute against the folder the run was trained from (provenance.json's `cwd`)."
+    prov = Path(run_dir) / "provenance.json"
+    cwd = json.loads(prov.read_text()).get("cwd") if prov.exists() else None   # runs made before it was recorded: as given
+    if cwd is None or Path(cfg.data.root).is_absolute(): return cfg
+    from dataclasses import replace
+    return replace(cfg, data=replace(cfg.data, root=os.path.normpath(os.path.join(cwd, cfg.data.root))))
+
 def default_run_dir(cfg) -> Path:
     "runs/<task>/<profile>/<preset or default>/seed<seed>"
     return Path("runs") / cfg.train.task / cfg.profile / (cfg.preset or "default").replace("/", "_") / f"seed{cfg.train.seed}"
@@ -735,13 +865,17 @@ def eval_cli(run_dir: Param("a train run folder (required)", str) = None,
     if run_dir is None: raise ValueError("--run_dir is required")
     if ckpt not in ("best", "last") or split not in ("test", "val"): raise ValueError("--ckpt best|last, --split test|val")
     run_dir = Path(run_dir)
-    cfg = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    for f in (run_dir / "config.json", run_dir / "checkpoints" / f"{ckpt}.pt"):
+        if not f.exists(): raise FileNotFoundError(f"{f} not found: --run_dir must be the folder of a train run")
+    cfg = _run_paths(config_from_dict(json.loads((run_dir / "config.json").read_text())), run_dir)
+    if cfg.profile == "paper" and not cfg.model.clip_checkpoint:
+        warnings.warn(f"{run_dir / 'config.json'} names no model.clip_checkpoint: this paper-profile run started from a randomly initialised CLIP")
     rank, world, device, created = init_distributed()
     metrics = None
     if rank == 0:
-        train_set = _build_split(cfg, "train") if cfg.train.task != "retrieval" else None
-        model = _build_model(cfg, train_set)
-        model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / f"{ckpt}.pt")["model"])
+        state = load_checkpoint(run_dir / "checkpoints" / f"{ckpt}.pt")["model"]
+        model = _model_from_state(cfg, state)   # every weight is the checkpoint's: no CLIP file needed
+        model.load_state_dict(state)
         model.to(device)
         precision = resolve_precision(cfg.train.precision, device)
         metrics = evaluate(model, eval_loader(_build_split(cfg, split), cfg), cfg, device, precision, _progress_enabled(rank))

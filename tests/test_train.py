@@ -279,6 +279,7 @@ def test_train_and_eval_cli(tmp_path, monkeypatch, capsys):
     splits = {"train": fake_pairs(48), "val": fake_pairs(16, seed=1), "test": fake_pairs(16, seed=2)}
     monkeypatch.setattr(T, "_build_split", lambda cfg, split: splits[split])
     monkeypatch.setattr(T, "_build_model", lambda cfg, train_set=None: FakeRetrieval())
+    monkeypatch.setattr(T, "_model_from_state", lambda cfg, state: FakeRetrieval())   # eval builds from the checkpoint
     monkeypatch.setattr(T, "default_device", lambda local_rank=0: torch.device("cpu"))
     T.train_cli("retrieval", profile="smoke", set=["train.max_steps=3", "train.batch_size=8", "data.num_workers=0"],
                 run_dir=str(tmp_path))
@@ -288,3 +289,109 @@ def test_train_and_eval_cli(tmp_path, monkeypatch, capsys):
         m = T.eval_cli(run_dir=str(tmp_path), ckpt=ck, split="test")
         assert m == summary[ck]["test"]
     assert T.config_from_dict(json.loads((tmp_path / "config.json").read_text())).train.max_steps == 3
+
+
+# -- fail fast, stale files, resume checks, selection direction ------------------------------------------------------
+def test_paper_profile_needs_clip_weights(tmp_path, monkeypatch):
+    "The paper profile never trains a randomly initialised CLIP: unset or missing weights stop train() before any data is read."
+    from hbi_repro.config import get_config
+    built = []
+    monkeypatch.setattr(T, "_build_split", lambda cfg, split: built.append(split) or fake_pairs(48))
+    for over, msg in (([], "model.clip_checkpoint is unset"), ([f"model.clip_checkpoint={tmp_path}/none.pt"], "does not exist")):
+        cfg = get_config("paper", "T1/HBI-V2", ["model.clip_name=hbi-tiny", "data.num_workers=0", *over])
+        with pytest.raises(FileNotFoundError, match=msg) as e: T.train(cfg, tmp_path / "run", device="cpu")
+        assert "data/README.md" in str(e.value) and "CLIP weights" in str(e.value)
+    assert built == [] and not (tmp_path / "run").exists()
+
+
+def test_eval_cli_from_another_cwd(tmp_path, monkeypatch):
+    "A run made from nbs/ with paths relative to it (as the notebooks make them) evaluates from the repository root."
+    from hbi_repro.config import get_config
+    from hbi_repro.model import build_clip
+    (tmp_path / "nbs").mkdir(); (tmp_path / "runs/cache").mkdir(parents=True)
+    torch.save(build_clip("hbi-tiny").state_dict(), tmp_path / "runs/cache/clip.pt")
+    monkeypatch.chdir(tmp_path / "nbs")
+    cfg = get_config("smoke", "T1/HBI-V2", ["model.clip_checkpoint=../runs/cache/clip.pt", "train.freeze_encoders=true",
+                                            "data.root=../data", "train.max_steps=2"])
+    s = T.train(cfg, "../runs/r", device="cpu")
+    monkeypatch.chdir(tmp_path)                    # ../runs/cache/clip.pt and ../data mean something else here
+    roots, build = [], T._build_split
+    monkeypatch.setattr(T, "_build_split", lambda cfg, split: roots.append(cfg.data.root) or build(cfg, split))
+    for ck in ("best", "last"):
+        assert T.eval_cli(run_dir="runs/r", ckpt=ck, split="test") == s[ck]["test"]   # every weight from the checkpoint
+    assert roots == [str(tmp_path / "data")] * 2    # the data root as the run saw it
+
+
+def test_fresh_start_removes_the_earlier_summary(tmp_path):
+    "A new run in a finished run's folder, killed before it ends, leaves no summary.json that could pass for its own."
+    run(tmp_path, **{"train.seed": 1})
+    assert (tmp_path / "summary.json").exists()
+    p = subprocess.run([sys.executable, str(HERE / "train_fakes.py"), "kill", str(tmp_path), "1", json.dumps({"train.seed": 2})],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["seed"] == 2
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_resume_checks_the_config_and_records_segments(tmp_path):
+    "resume=True continues only the run the folder holds; a resumed run's summary.json lists its segments."
+    ch = {"train.epochs": 1, "train.ckpt_every": 2}
+    run(tmp_path, **ch)
+    log = (tmp_path / "log.jsonl").read_text()
+    with pytest.raises(ValueError, match=r"train\.batch_size.*train\.epochs.*train\.seed"):
+        run(tmp_path, resume=True, **{**ch, "train.epochs": 2, "train.batch_size": 16, "train.seed": 5})
+    assert (tmp_path / "log.jsonl").read_text() == log and json.loads((tmp_path / "config.json").read_text())["train"]["epochs"] == 1
+    s = run(tmp_path, resume=True, **{**ch, "data.num_workers": 1})    # loader processes only: the same run
+    seg = json.loads((tmp_path / "summary.json").read_text())["provenance"]["segments"]
+    assert [g["from_step"] for g in seg] == [0, 6] and all("git" in g and "started_utc" in g for g in seg)
+    assert s["steps"] == 6
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json"): run(tmp_path, resume=True, **ch)
+
+
+def test_select_lower_is_better_keeps_the_lowest(tmp_path):
+    "Selecting on MnR (lower is better) keeps the model with the lowest validation MnR."
+    s = T.train(small_cfg(**{"train.eval_every": 2}), tmp_path, train_set=fake_pairs(48), val_set=fake_pairs(16, seed=1),
+                test_set=fake_pairs(16, seed=2), model=FakeRetrieval(), select="t2v/MnR", device="cpu")
+    vals = [(r["step"], r["t2v/MnR"]) for r in map(json.loads, open(tmp_path / "log.jsonl")) if r.get("split") == "val"]
+    assert len({v for _, v in vals}) > 1
+    step, low = min(vals, key=lambda x: x[1])
+    assert (s["best"]["step"], s["best"]["value"]) == (step, low)
+
+
+@pytest.mark.parametrize("changes, select, err, msg", [
+    ({"eval.post": ("foo",)}, None, ValueError, "eval.post"),
+    ({}, "MdR", KeyError, "t2v/MdR"),          # ambiguous: t2v/MdR and v2t/MdR
+    ({}, "R@3", KeyError, "not among"),
+])
+def test_bad_settings_fail_before_training(tmp_path, changes, select, err, msg):
+    with pytest.raises(err, match=msg):
+        T.train(small_cfg(**changes), tmp_path, train_set=fake_pairs(48), val_set=fake_pairs(16, seed=1), model=FakeRetrieval(),
+                select=select, device="cpu")
+    assert not (tmp_path / "config.json").exists()     # stopped before the run folder was written
+
+
+def test_caption_without_java_fails_before_training(tmp_path, monkeypatch):
+    import hbi_repro.metrics as M
+    monkeypatch.setattr(M.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="needs Java"):
+        T.train(small_cfg(**{"train.task": "caption"}), tmp_path, train_set=fake_pairs(48), val_set=fake_pairs(16, seed=1),
+                model=FakeRetrieval(), device="cpu")
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_process_group_gets_a_long_timeout(monkeypatch):
+    "Rank 0 evaluates alone while the others wait in a collective: the group's timeout must outlast an evaluation."
+    from datetime import timedelta
+    class Stop(Exception): pass
+    got = []
+    def fake_init(backend, **kw): got.append((backend, kw.get("timeout"))); raise Stop
+    monkeypatch.setattr(T.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(T.dist, "init_process_group", fake_init)
+    monkeypatch.setenv("WORLD_SIZE", "2"); monkeypatch.setenv("RANK", "0"); monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.delenv("HBI_REPRO_DIST_TIMEOUT_MIN", raising=False)
+    with pytest.raises(Stop): T.init_distributed("cpu")
+    assert got[-1][0] == "gloo" and got[-1][1] is not None and got[-1][1] >= timedelta(hours=1)
+    monkeypatch.setenv("HBI_REPRO_DIST_TIMEOUT_MIN", "5")
+    with pytest.raises(Stop): T.init_distributed("cpu")
+    assert got[-1][1] == timedelta(minutes=5)
