@@ -196,32 +196,49 @@ def reproduce_notebooks(only: list | None = None,      # short names (T1, F9, ..
                         profile: str = "synthetic",
                         nbs_dir: str | Path | None = None,   # default: the repository's nbs/
                         out_dir: str | Path | None = None,   # executed notebooks; default: results/executed/
-                        parameters: dict | None = None) -> list:
+                        parameters: dict | None = None) -> list:   # papermill parameters, given to each notebook that declares them
     "Execute the chosen run_*.ipynb with papermill (cwd = nbs/, as nbdev_test does); returns the executed paths."
     import os, papermill as pm
     from hbi_repro.config import PROFILES
     if profile not in PROFILES: raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")   # before papermill writes anything
-    root = Path(__file__).resolve().parent.parent
-    nbs_dir = Path(nbs_dir or root / "nbs"); out_dir = Path(out_dir or root / "results" / "executed")
+    root = lambda: Path(__file__).resolve().parent.parent     # the repository (when a folder is not given)
+    nbs_dir = Path(nbs_dir or root() / "nbs"); out_dir = Path(out_dir or root() / "results" / "executed")
     names = artifact_names(only, profile, nbs_dir)
     unknown = [n for n in names if n not in ARTIFACTS]
     if unknown: raise ValueError(f"unknown artifact(s) {unknown}; known: {list(ARTIFACTS)}")
     missing = sorted({artifact_notebook(n)[0] for n in names if not (nbs_dir / artifact_notebook(n)[0]).exists()})
     if missing: raise FileNotFoundError(f"notebook(s) {missing} not found in {nbs_dir}")
+    declared = {n: set(pm.inspect_notebook(str(nbs_dir / artifact_notebook(n)[0]))) for n in names}
+    unused = sorted(set(parameters or {}) - set().union(*declared.values()))
+    if unused: raise ValueError(f"parameter(s) {unused} are declared by none of the notebooks {sorted({artifact_notebook(n)[0] for n in names})}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("TQDM_MININTERVAL", "30")
     done = []
     for n in names:
         nb, params, stem = artifact_notebook(n)
+        given = {k: v for k, v in (parameters or {}).items() if k in declared[n]}   # e.g. run_alignment has no clip_checkpoint
         out = out_dir / f"{stem}-{profile}.ipynb"; out.parent.mkdir(parents=True, exist_ok=True)
-        print(f"[{n}] {nb}{''.join(f' {k}={v}' for k, v in params.items())} (profile {profile}) → {out}", flush=True)
-        pm.execute_notebook(str(nbs_dir / nb), str(out), parameters={"profile": profile, **params, **(parameters or {})},
+        print(f"[{n}] {nb}{''.join(f' {k}={v}' for k, v in {**params, **given}.items())} (profile {profile}) → {out}", flush=True)
+        pm.execute_notebook(str(nbs_dir / nb), str(out), parameters={"profile": profile, **params, **given},
                             cwd=str(nbs_dir), kernel_name="python3", progress_bar=False)
         done.append(out)
     return done
 
+def _cli_parameters(clip_checkpoint=None, data_root=None, seeds=None) -> dict:
+    "Notebook parameters from `reproduce`'s options; paths made absolute (the notebooks run in nbs/)."
+    p = {}
+    if clip_checkpoint: p["clip_checkpoint"] = str(Path(clip_checkpoint).expanduser().resolve())
+    if data_root: p["data_root"] = str(Path(data_root).expanduser().resolve())
+    if seeds:
+        try: p["seeds"] = [int(s) for s in str(seeds).split(",") if s.strip()]
+        except ValueError: raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    return p
+
 @call_parse
 def reproduce(only: Param("comma-separated artifacts, e.g. T1,F9 (default: all)", str) = None,
-              profile: Param("smoke, synthetic or paper", str) = "synthetic"):
+              profile: Param("smoke, synthetic or paper", str) = "synthetic",
+              clip_checkpoint: Param("paper profile: the CLIP ViT-B/32 weights (data/README.md, 'CLIP weights')", str) = None,
+              data_root: Param("paper profile: the datasets' root (default: the repository's data/)", str) = None,
+              seeds: Param("comma-separated seeds, e.g. 0,1,2 (default: each notebook's)", str) = None):
     "Regenerate paper tables and figures by running their notebooks through papermill."
-    outs = reproduce_notebooks(only.split(",") if only else None, profile)
+    outs = reproduce_notebooks(only.split(",") if only else None, profile, parameters=_cli_parameters(clip_checkpoint, data_root, seeds))
     print("wrote:\n  " + "\n  ".join(map(str, outs)) + "\nresults: results/<artifact>/<profile>/ (one JSON per row, table.md, figures)")
