@@ -13,8 +13,8 @@ from fastcore.script import call_parse, Param, store_true
 
 # %% auto #0
 __all__ = ['MAX_ENUMERATE_PLAYERS', 'MAX_WEIGHT_GAP', 'OFFICIAL_SCALE', 'METHODS', 'HEADERS', 'random_game', 'coalition_value',
-           'banzhaf_interaction', 'PredictionHeader', 'BanzhafEstimator', 'load_estimator_state', 'train_estimator',
-           'bench_banzhaf', 'bench_banzhaf_cli']
+           'banzhaf_interaction', 'PredictionHeader', 'BanzhafEstimator', 'estimator_state', 'load_estimator_state',
+           'train_estimator', 'bench_banzhaf', 'bench_banzhaf_cli']
 
 # %% ../nbs/02_banzhaf.ipynb #fcdc8bde
 def _check_inputs(sim, t_mask, v_mask, t_weight, v_weight):
@@ -392,8 +392,18 @@ class BanzhafEstimator(PredictionHeader):
     def forward(self, sim, t_mask, v_mask):   # (B,T,V), (B,T), (B,V) -> (B,T,V) estimate of I
         return super().forward(sim, t_mask, v_mask) * self.out_scale
 
+def estimator_state(est: BanzhafEstimator) -> dict:
+    "`est`'s state dict plus the mode it computes in (`compat_official`), so that a loader can refuse the other mode."
+    return {**est.state_dict(), "compat_official": torch.tensor(est.compat == "official")}
+
 def load_estimator_state(est: BanzhafEstimator, sd: dict, source: str = "state dict") -> None:
     "Load a kit or an official (`BanzhafModule`) estimator state dict; anything else is an error naming `source`."
+    sd = dict(sd)
+    mode = sd.pop("compat_official", None)                          # written by `estimator_state` (kit checkpoints)
+    if mode is not None and bool(mode) != (est.compat == "official"):
+        was = "official" if bool(mode) else "paper"
+        raise ValueError(f"{source} was trained in compat={was!r} mode, but the model's estimator computes in "
+                         f"compat={est.compat!r} (attention scale and masking differ): set model.compat={was!r} or retrain it")
     official = "out_scale" not in sd or any(k.startswith("bn.") for k in sd)
     sd = {k: v for k, v in sd.items() if not k.startswith("bn.")}   # the official module defines a BatchNorm it never uses
     sd.setdefault("out_scale", torch.ones(()))                      # and has no output scale

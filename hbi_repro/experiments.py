@@ -223,8 +223,10 @@ def reproduce_notebooks(only: list | None = None,      # short names (T1, F9, ..
         done.append(out)
     return done
 
-def _cli_parameters(clip_checkpoint=None, data_root=None, seeds=None) -> dict:
+def _cli_parameters(clip_checkpoint=None, data_root=None, seeds=None, profile: str = "paper") -> dict:
     "Notebook parameters from `reproduce`'s options; paths made absolute (the notebooks run in nbs/)."
+    if profile != "paper" and (clip_checkpoint or data_root):   # synthetic profiles use the cached tiny backbone and no data
+        raise ValueError(f"--clip_checkpoint and --data_root are for the paper profile, not {profile!r}")
     p = {}
     if clip_checkpoint: p["clip_checkpoint"] = str(Path(clip_checkpoint).expanduser().resolve())
     if data_root: p["data_root"] = str(Path(data_root).expanduser().resolve())
@@ -240,5 +242,5 @@ def reproduce(only: Param("comma-separated artifacts, e.g. T1,F9 (default: all)"
               data_root: Param("paper profile: the datasets' root (default: the repository's data/)", str) = None,
               seeds: Param("comma-separated seeds, e.g. 0,1,2 (default: each notebook's)", str) = None):
     "Regenerate paper tables and figures by running their notebooks through papermill."
-    outs = reproduce_notebooks(only.split(",") if only else None, profile, parameters=_cli_parameters(clip_checkpoint, data_root, seeds))
+    outs = reproduce_notebooks(only.split(",") if only else None, profile, parameters=_cli_parameters(clip_checkpoint, data_root, seeds, profile))
     print("wrote:\n  " + "\n  ".join(map(str, outs)) + "\nresults: results/<artifact>/<profile>/ (one JSON per row, table.md, figures)")

@@ -811,12 +811,12 @@ def pretrain_estimator(model, loader, cfg,
                        out_path: str | Path | None = None,  # where the estimator's state_dict goes
                        device=None, max_batches: int | None = None, seed: int | None = None):
     "Train the learned Banzhaf estimator on the model's similarity matrices; returns (estimator, report)."
-    from hbi_repro.banzhaf import train_estimator
+    from hbi_repro.banzhaf import train_estimator, estimator_state
     device = torch.device(device) if device is not None else next(model.parameters()).device
     sims, tm, vm, tw, vw = collect_similarities(model, loader, device, max_batches)
     g = torch.Generator().manual_seed(cfg.train.seed if seed is None else seed)
-    est, report = train_estimator(sims, tm, vm, tw, vw, target=target, steps=steps, generator=g)
-    if out_path is not None: atomic_torch_save(est.state_dict(), out_path)
+    est, report = train_estimator(sims, tm, vm, tw, vw, target=target, steps=steps, generator=g, compat=cfg.model.compat)
+    if out_path is not None: atomic_torch_save(estimator_state(est), out_path)   # records its mode for the loader
     return est, report
 
 # %% ../nbs/10_train.ipynb #be59688d
