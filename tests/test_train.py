@@ -251,9 +251,10 @@ def test_evaluate_qa_and_caption(monkeypatch):
 # -- estimator pretraining ------------------------------------------------------------------------------------------
 def test_pretrain_estimator_is_thin(tmp_path, monkeypatch):
     got = {}
-    def fake_train_estimator(sims, t_masks, v_masks, t_weights, v_weights, target="exact", steps=10, generator=None):
-        got.update(shape=tuple(sims.shape), mask=t_masks.clone(), target=target, steps=steps)
-        return nn.Linear(2, 2), {"loss": 0.0}
+    from hbi_repro.banzhaf import BanzhafEstimator
+    def fake_train_estimator(sims, t_masks, v_masks, t_weights, v_weights, target="exact", steps=10, generator=None, compat="paper"):
+        got.update(shape=tuple(sims.shape), mask=t_masks.clone(), target=target, steps=steps, compat=compat)
+        return BanzhafEstimator(4, compat), {"loss": 0.0}
     try:
         import hbi_repro.banzhaf as B
         monkeypatch.setattr(B, "train_estimator", fake_train_estimator)
@@ -270,7 +271,10 @@ def test_pretrain_estimator_is_thin(tmp_path, monkeypatch):
     est, rep = T.pretrain_estimator(M(), batches, small_cfg(), target="sampled", steps=7, out_path=tmp_path / "e.pt")
     assert got["shape"] == (5, 5, 3) and got["target"] == "sampled" and got["steps"] == 7
     assert got["mask"][:2, 4].any().item() is False and got["mask"][2:].all()   # padding is masked out
-    assert set(torch.load(tmp_path / "e.pt")) == {"weight", "bias"}
+    assert got["compat"] == small_cfg().model.compat                            # trained in the run's compat mode
+    saved = torch.load(tmp_path / "e.pt")                                        # and the file says which
+    assert set(saved) == set(BanzhafEstimator(4).state_dict()) | {"compat_official"}
+    assert bool(saved["compat_official"]) == (small_cfg().model.compat == "official")
 
 
 # -- command line ----------------------------------------------------------------------------------------------
