@@ -129,30 +129,31 @@ def load_trained(run_dir: str | Path, ckpt: str = "best"):
     model.load_state_dict(state)
     return model.eval(), cfg
 
+def _normalised(c: dict) -> dict:
+    "A saved config as the current code reads it: fields added since it was written get their defaults."
+    from hbi_repro.train import config_from_dict
+    from hbi_repro.config import config_dict
+    return config_dict(config_from_dict(c))
+
 def _same_run_config(found: dict, want: dict) -> bool:
     "Equal configs up to the backbone path, the frozen-encoder flag that `run_rows` adds and the evaluation kernels (same scores to rounding)."
     strip = lambda d: {**d, "model": {k: v for k, v in d["model"].items() if k != "clip_checkpoint"},
                        "train": {k: v for k, v in d["train"].items() if k != "freeze_encoders"},
                        "eval": {k: v for k, v in d.get("eval", {}).items() if k != "kernels"}}
     keys = ("model", "data", "train", "eval")
-    from hbi_repro.train import config_from_dict
-    from hbi_repro.config import config_dict
-    norm = lambda c: config_dict(config_from_dict(c))   # a config.json written before a field existed: its default
-    f, w = strip(norm(found)), strip(norm(want))
+    f, w = strip(_normalised(found)), strip(_normalised(want))
     return all(f.get(k) == w.get(k) for k in keys)
 
 def finished_run(run_dir: str | Path, want: dict) -> bool:
     "Whether `run_dir` holds a finished run of config `want` (`_same_run_config`) whose `summary.json` is its own."
-    from hbi_repro.train import config_differences, config_from_dict, RESUME_MAY_DIFFER
-    from hbi_repro.config import config_dict
+    from hbi_repro.train import config_differences, RESUME_MAY_DIFFER
     d = Path(run_dir)
     if not all((d / f).exists() for f in ("config.json", "summary.json", "checkpoints/best.pt")): return False
     config = json.loads((d / "config.json").read_text())
     if not _same_run_config(config, want): return False
     # a summary written by an earlier run in this folder (before fresh starts deleted it) holds another config
     summary = json.loads((d / "summary.json").read_text()).get("config")
-    norm = lambda c: config_dict(config_from_dict(c))   # fields added since get their defaults
-    return summary is not None and not config_differences(norm(summary), norm(config), ignore=RESUME_MAY_DIFFER)
+    return summary is not None and not config_differences(_normalised(summary), _normalised(config), ignore=RESUME_MAY_DIFFER)
 
 def hbi_v2_runs(artifact: str,          # the figure's artifact: where missing runs are trained and their rows saved
                 profile: str, seeds,

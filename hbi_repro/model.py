@@ -238,7 +238,7 @@ class HBIModel(nn.Module):
                 gen = torch.Generator(device=sim.device).manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
             I = banzhaf_interaction(sim, t_mask, v_mask, tw, vw, method=m.banzhaf_target,
                                     num_samples=m.banzhaf_samples, generator=gen)
-            return I * m.banzhaf_scale if m.banzhaf_scale != 1 else I
+            return I * m.banzhaf_scale
 
     def forward(self, batch: dict) -> dict:
         "Training step: {'loss': scalar, 'logs': {term: value}} with every term of Eq. 16."
