@@ -10,8 +10,8 @@ import torch
 from .config import get_config, override
 
 # %% auto #0
-__all__ = ['COMPILED', 'MODEL_ROWS', 'synthetic_batch', 'time_rows', 'time_inference', 'step_breakdown', 'bench_model',
-           'bench_table8', 'ops_per_step', 'bench_floor', 'bench_cli']
+__all__ = ['COMPILED', 'MODEL_ROWS', 'PARTS_OFF', 'synthetic_batch', 'time_rows', 'time_inference', 'step_breakdown', 'parts_off',
+           'batch_scaling', 'bench_model', 'bench_table8', 'ops_per_step', 'bench_floor', 'bench_cli']
 
 # %% ../nbs/13_bench.ipynb #da5c5206
 def _sync(device):
@@ -188,6 +188,39 @@ MODEL_ROWS = ["T1/Baseline", "T1/HBI", "T1/HBI-V2", "T1/HBI-V2-fastweights",
               ("T1/HBI-V2-fastweights compiled", "T1/HBI-V2-fastweights", COMPILED),
               ("T1/HBI-V2 compiled entity-only", "T1/HBI-V2", (*COMPILED, 'model.infer_levels=["entity"]'))]  # the official code's inference
 
+_TRAIN_C = ("train.kernels=compiled",)
+PARTS_OFF = [("HBI-V2 compiled", "T1/HBI-V2", _TRAIN_C),     # the issue-4 step row; each row below switches one part off
+             ("no header self-attention", "T1/HBI-V2", (*_TRAIN_C, "model.header=cnn")),
+             ("no header", "T1/HBI-V2", (*_TRAIN_C, "model.header=none")),           # R = the similarities themselves
+             ("no Banzhaf loss", "T1/HBI-V2", (*_TRAIN_C, "model.banzhaf_loss=false")),  # no header, no target, no KL
+             ("no reconstruction", "T1/HBI-V2", (*_TRAIN_C, "model.reconstruction=false")),  # = HBI V1
+             ("no self-distillation", "T1/HBI-V2", (*_TRAIN_C, "model.distill=[]")),
+             ("entity level only", "T1/HBI-V2", (*_TRAIN_C, 'model.levels=["entity"]', 'model.infer_levels=["entity"]', "model.distill=[]"))]
+
+def parts_off(batch_size: int = 32, repeats: int = 7, overrides: tuple = ("model.clusters=[6,2,16,4]",), **kw) -> dict:
+    "What each part of HBI V2 costs in the training step: the step with that part switched off, beside the baseline."
+    res = time_rows(["T1/Baseline", *PARTS_OFF], profile="smoke", batch_size=batch_size, repeats=repeats, warmup=2,
+                    inference=False, overrides=overrides, **kw)
+    ms = {k: v["step_s"] * 1e3 for k, v in res["rows"].items()}
+    full, base = ms["HBI-V2 compiled"], ms["T1/Baseline"]
+    res["summary"] = {"baseline_ms": round(base, 2), "hbi_v2_ms": round(full, 2), "ratio": round(full / base, 3),
+                      "over_1.5x_budget_ms": round(full - 1.5 * base, 2),   # what would have to go for the issue-4 target
+                      "saved_ms": {k: round(full - v, 2) for k, v in ms.items() if k not in ("T1/Baseline", "HBI-V2 compiled")},
+                      "ratio_without": {k: round(v / base, 3) for k, v in ms.items() if k not in ("T1/Baseline", "HBI-V2 compiled")}}
+    return res
+
+def batch_scaling(batch_sizes: tuple = (2, 8, 32), repeats: int = 7, overrides: tuple = ("model.clusters=[6,2,16,4]",), **kw) -> dict:
+    "Step time against batch size for the baseline and compiled HBI V2, with a least-squares line: fixed ms + ms per example."
+    rows = ["T1/Baseline", PARTS_OFF[0]]
+    ms = {b: {k: v["step_s"] * 1e3 for k, v in time_rows(rows, profile="smoke", batch_size=b, repeats=repeats, warmup=2,
+                                                          inference=False, overrides=overrides, **kw)["rows"].items()}
+          for b in batch_sizes}
+    fit = {}
+    for name in ms[batch_sizes[0]]:
+        slope, icpt = statistics.linear_regression(list(batch_sizes), [ms[b][name] for b in batch_sizes])
+        fit[name] = {"fixed_ms": round(icpt, 2), "ms_per_example": round(slope, 3)}
+    return {"step_ms": {str(b): {k: round(v, 2) for k, v in r.items()} for b, r in ms.items()}, "fit": fit}
+
 def bench_model(out: str = "results/bench/model.json", threads: int = 2, repeats: int = 5) -> dict:
     "Issue-4 targets on this CPU: tiny training step (batch 32, 12 frames, 32 words) and 1k×1k inference from cached features."
     from hbi_repro.provenance import write_result
@@ -199,6 +232,8 @@ def bench_model(out: str = "results/bench/model.json", threads: int = 2, repeats
     parts = {"T1/Baseline": (), "T1/HBI": (), "T1/HBI-V2": (), "T1/HBI-V2 compiled": COMPILED}   # label: extra overrides
     res["breakdown"] = {label: step_breakdown(label.split()[0], overrides=("model.clusters=[6,2,16,4]", *extra))["ms_per_step"]
                         for label, extra in parts.items()}
+    res["parts_off"] = parts_off(frames=12, words=32)        # where the step ratio comes from (step only, interleaved)
+    res["batch_scaling"] = batch_scaling(frames=12, words=32)
     write_result(out, res, started=t0, config={"threads": threads})
     return res
 
