@@ -7,7 +7,8 @@ import pytest
 NBS = Path(__file__).resolve().parent.parent / "nbs"
 NOTEBOOKS = sorted(p.name for p in NBS.glob("run_*.ipynb"))
 # extra parameter sets worth a smoke run of their own: run_backbones' QA study (other task, two chains, two metrics)
-CASES = [(n, {}) for n in NOTEBOOKS] + [("run_backbones.ipynb", {"study": "T4qa"})]
+# and its Table VI study (per-row overrides: the cluster numbers)
+CASES = [(n, {}) for n in NOTEBOOKS] + [("run_backbones.ipynb", {"study": "T4qa"}), ("run_backbones.ipynb", {"study": "T6"})]
 
 
 @pytest.fixture(scope="session")
@@ -47,12 +48,19 @@ def test_notebook_runs_in_smoke(name, extra, tmp_path, shared_runs):
         bb = {r["provenance"]["row"].split(" | backbone ")[1]: {k for k in r["provenance"]["data"] if k.startswith("backbone/")} for r in rows}
         assert bb == {"0": {"backbone/smoke-synthetic-e1-s0-f8-w16-n48"}, "1": {"backbone/smoke-synthetic-e1-s1-f8-w16-n48"}}
         study = extra.get("study", "T1a")
-        folder = {"T1a": "backbones-synthetic", "T4qa": "backbones-table4-qa-synthetic"}[study]
+        folder = {"T1a": "backbones-synthetic", "T4qa": "backbones-table4-qa-synthetic", "T6": "backbones-table6-synthetic"}[study]
         assert {p.parent.parent.name for p in written} == {folder}                       # the study's own folder
+        if study == "T6":   # each row trained with its Table VI cluster numbers, Nt^a halved as in run_table6 (9-3-18-4 → 9, 3, 9, 4)
+            clusters = {r["provenance"]["row"]: r["config"]["model"]["clusters"] for r in rows}
+            paper = {label: [int(x) for x in label.split(" | ")[0].split("-")] for label in clusters}
+            assert len(clusters) == 10 and all(c == [a, b, t // 2, o] for label, c in clusters.items()
+                                               for a, b, t, o in [paper[label]]), clusters
         rows = {r["provenance"]["row"].split(" | ")[0] for r in rows}
-        assert rows == ({"row3", "row4", "row5", "row6"} if study == "T4qa" else {"Baseline", "HBI", "HBI V2"})
+        assert rows == {"T4qa": {"row3", "row4", "row5", "row6"}, "T1a": {"Baseline", "HBI", "HBI V2"},
+                        "T6": {"9-3-18-4", "9-3-16-4", "6-2-16-4", "6-2-12-3", "3-2-8-3"}}[study]
         table = (results / folder / "smoke" / "table.md").read_text()
-        chains = ["row3 < row4", "row5 < row6"] if study == "T4qa" else ["Baseline < HBI < HBI V2"]
+        chains = {"T4qa": ["row3 < row4", "row5 < row6"], "T1a": ["Baseline < HBI < HBI V2"],
+                  "T6": ["9-3-18-4 < 6-2-16-4", "3-2-8-3 < 6-2-16-4"]}[study]
         metrics = ["### accuracy", "### in-vocab accuracy"] if study == "T4qa" else ["### t2v R@1", "### v2t Rsum"]
         assert all(f"Paper's order {c} on the means" in table for c in chains) and all(m in table for m in metrics)
         if study == "T4qa":                                                               # QA runs: accuracy, no retrieval metrics
