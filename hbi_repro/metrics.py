@@ -237,12 +237,23 @@ def require_java() -> None:
         raise RuntimeError("caption_metrics needs Java: pycocoevalcap's PTB tokenizer and METEOR run `java`, which is "
                            "not on PATH. Install a JRE (e.g. `apt-get install default-jre-headless`) and retry.")
 
+def _one_line(caption) -> str:
+    "Every run of whitespace, line breaks of any kind included (\\r, \\x0b, \\x0c, U+2028, ...), as one space."
+    return " ".join(str(caption).split())
+
 def tokenize_captions(predictions: dict, references: dict) -> tuple[dict, dict]:
     "PTB-tokenise both sides in one Java call: ({id: [ref tokens, ...]}, {id: [pred tokens]})."
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-    both = {("ref", k): [{"caption": c} for c in v] for k, v in references.items()}
-    both.update({("pred", k): [{"caption": v}] for k, v in predictions.items()})
+    # The tokenizer joins all captions with newlines and gives its output lines back to the ids by position, so a line
+    # break inside one caption (a decoded byte token "\r", a CR/LF in an annotation) would silently move every later
+    # caption to the wrong id: each caption is put on one line first, and the counts are checked after.
+    both = {("ref", k): [{"caption": _one_line(c)} for c in v] for k, v in references.items()}
+    both.update({("pred", k): [{"caption": _one_line(v)}] for k, v in predictions.items()})
     tok = PTBTokenizer().tokenize(both)
+    bad = [k for k, v in both.items() if len(tok.get(k, ())) != len(v)]
+    if bad:
+        raise RuntimeError(f"PTB tokenizer returned a different number of captions than it was given for {len(bad)} "
+                           f"id(s), e.g. {bad[0]!r}: the captions would be scored against the wrong references")
     return {k: tok[("ref", k)] for k in references}, {k: tok[("pred", k)] for k in references}
 
 def caption_metrics(predictions: dict,   # {video id: generated caption}
