@@ -344,8 +344,10 @@ def _eval_retrieval(model, loader, cfg, device, precision, progress) -> dict:
             if new: videos.append(model.encode_video(select_items(batch, new) if len(new) < B else batch))
         t_ids += ids; v_ids += [ids[i] for i in new]
     if not texts: raise ValueError("the evaluation split is empty")
-    with autocast(device, precision):
-        sim = model.similarity(cat_dicts(texts), cat_dicts(videos)).float()
+    # the scores themselves in float32, outside autocast: in bf16 (8 bits of mantissa) many scores tie, and a tie
+    # counts against the model (metrics: ties="pessimistic"); the encoders above still run in `precision`
+    f32 = lambda d: {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in d.items()}
+    sim = model.similarity(f32(cat_dicts(texts)), f32(cat_dicts(videos))).float()
     col = {v: j for j, v in enumerate(v_ids)}
     pos = torch.zeros(len(t_ids), len(v_ids), dtype=torch.bool)
     pos[torch.arange(len(t_ids)), torch.tensor([col[v] for v in t_ids])] = True
