@@ -243,7 +243,7 @@ def render_table(df: pd.DataFrame,                 # `load_rows(...)` output (on
                     sgn = 1 if hib[c] else -1
                     if p is None or pb is None or ob is None: s += " · P –"
                     else:
-                        dp, do = _sign(sgn * (p - pb)), _sign(sgn * (mean - ob))
+                        dp, do = _sign(sgn * (p - pb)), _sign(sgn * (round(mean, digits) - round(ob, digits)))   # ours as shown
                         arrow = {1: "↑", -1: "↓", 0: "="}
                         if dp == 0: s += f" · P= O{arrow[do]} –"
                         else:
