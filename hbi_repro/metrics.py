@@ -209,6 +209,8 @@ def qa_accuracy(pred,                    # (N,) predicted answer indices, or (N,
                ) -> dict:
     "Accuracy (%) with OOV counted wrong, in-vocabulary accuracy beside it, per answer type, and the counts."
     p, t = torch.as_tensor(pred).cpu(), torch.as_tensor(target).cpu().long()
+    if p.ndim == 2 and p.shape[1] == 1:   # a column of indices would argmax to 0 everywhere: refuse, never score it
+        raise ValueError(f"pred has shape {tuple(p.shape)}: give predicted indices as (N,) or answer scores as (N, C) with C ≥ 2")
     if p.ndim == 2: p = p.argmax(1)
     if p.ndim != 1 or t.ndim != 1 or len(p) != len(t) or len(t) == 0:
         raise ValueError(f"pred (N,) or (N,C) and target (N,) must match and be non-empty, got {tuple(p.shape)}, {tuple(t.shape)}")
