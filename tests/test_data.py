@@ -356,6 +356,30 @@ def test_data_check_and_compress(tmp_path, clip_file):
     assert not (tmp_path / "dst2").exists()
 
 
+def test_data_check_decodes_the_sampled_frames(tmp_path, clip_file, monkeypatch):
+    """A file whose index is intact but whose frame data is damaged opens fine in decord and fails only when its frames
+    are decoded (reproduced by hand with an mp4 whose mdat was overwritten; random damage to this tiny clip mostly breaks
+    the index instead, so here the decoder's failure is simulated): the check decodes the split's frames and reports it."""
+    import hbi_repro.data.datasets as D
+    root = msrvtt_root(tmp_path, clip_file)
+    calls, real = [], D.read_frames
+    def damaged(path, *a, **k):
+        calls.append((Path(path).name, a))
+        if Path(path).name == "video4.mp4": raise VideoError(f"{path}: decoding frames [0, 5, 10] failed (simulated)")
+        return real(path, *a, **k)
+    monkeypatch.setattr(D, "read_frames", damaged)
+    open_video(root / "videos" / "video4.mp4")                # the file itself opens
+    rep = check_dataset("msrvtt", tmp_path)
+    assert list(rep["problems"]) == ["unreadable_video"] and rep["problems"]["unreadable_video"]["count"] == 1
+    assert "video4.mp4" in rep["problems"]["unreadable_video"]["first"][0] and rep["videos"] == 6
+    # each video decoded once, with the split's own settings (12 frames, official sampling at 1 fps, no window)
+    assert sorted(n for n, _ in calls) == [f"video{i}.mp4" for i in range(6)]
+    ds = MSRVTTRetrieval(root, "test", cache_dir=None)
+    assert {a for _, a in calls} == {(ds.max_frames, ds.sampling, ds.video_fps, None, None)}
+    calls.clear()
+    assert check_dataset("msrvtt", tmp_path, decode=False)["problems"] == {} and calls == []   # annotations only
+
+
 def test_cache_and_result_files_are_readable_and_a_read_only_cache_root_says_what_to_do(tmp_path, clip_file):
     "Files written through temp files get the umask's permissions (mkstemp's 0600 hid results and caches from other users)."
     from hbi_repro.provenance import atomic_write_text

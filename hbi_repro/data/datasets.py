@@ -640,6 +640,7 @@ def build_dataset(cfg,             # hbi_repro.config.RunConfig (uses cfg.data, 
 def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val", "test"),
                   decode: bool = True, max_report: int = 10, **kw) -> dict:
     "Problems of a dataset on disk: {kind: {'count': n, 'first': [...]}} plus per-split item counts and videos left out by a split list."
+    from tqdm.auto import tqdm
     if dataset in SYNTHETIC: return {"items": {}, "problems": {}}
     if dataset not in ADAPTERS: raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ADAPTERS)}")
     cls, _ = ADAPTERS[dataset]; root = dataset_root(root, dataset)
@@ -655,21 +656,22 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
         items[sp] = len(ds)
         if ds.stats.get("excluded_by_list"): excluded[sp] = ds.stats["excluded_by_list"]
         for reason, where, msg in ds.problems: add(reason, f"[{sp}] {where}: {msg}")
-        for r in ds.records: paths.setdefault(r["path"], r["video_id"])
-    if decode:
-        for p in sorted(paths):
-            try: open_video(p)
+        for r in ds.records:   # each distinct decode the split will ask for: file, window and sampling
+            paths.setdefault((str(r["path"]), r.get("start"), r.get("end"), ds.max_frames, ds.sampling, ds.video_fps), r["video_id"])
+    if decode:   # decode the very frames training and evaluation will read (a file can open and still fail to decode)
+        for p, start, end, nf, samp, vfps in tqdm(sorted(paths, key=lambda k: tuple(map(str, k))), desc="decode", leave=False):
+            try: read_frames(p, nf, samp, vfps, start, end)
             except FileNotFoundError: add("missing_video", str(p))
             except VideoError as e:
                 s = str(e)
                 add("zero_length_video" if ("zero frames" in s or "zero fps" in s or "empty file" in s) else "unreadable_video", s)
-    return {"items": items, "videos": len(paths), "problems": probs, "excluded_by_list": excluded}
+    return {"items": items, "videos": len({k[0] for k in paths}), "problems": probs, "excluded_by_list": excluded}
 
 @call_parse
 def data_check(dataset: Param("dataset name: msrvtt, msrvtt_caption, activitynet, didemo, msrvtt_qa, msvd_qa, activitynet_qa", str),
                root: Param("dataset folder (or the data root holding <dataset>/)", str) = "data",
                split: Param("check only this split (default: train, val and test)", str) = None,
-               no_decode: Param("skip opening the videos (annotation checks only)", store_true) = False,
+               no_decode: Param("skip decoding the videos' sampled frames (annotation checks only)", store_true) = False,
                max_report: Param("offending files/rows listed per kind", int) = 10):
     "Report missing, unreadable and zero-length videos and malformed annotation rows before any training."
     rep = check_dataset(dataset, root, (split,) if split else ("train", "val", "test"), not no_decode, max_report)

@@ -57,7 +57,10 @@ def sample_indices(num_frames: int,          # frames in the video
                    start: float | None = None, end: float | None = None,  # window in seconds (None = whole video)
                   ) -> np.ndarray:           # (≤ max_frames,) int64 sorted frame indices
     "Frame positions to decode."
-    if num_frames <= 0 or fps <= 0: raise ValueError(f"need num_frames > 0 and fps > 0, got {num_frames}, {fps}")
+    if not (num_frames > 0 and np.isfinite(fps) and fps > 0):
+        raise ValueError(f"need num_frames > 0 and a finite fps > 0, got {num_frames}, {fps}")
+    if sampling == "official" and not (np.isfinite(video_fps) and video_fps > 0):   # 0 divided, -1 kept every frame
+        raise ValueError(f"video_fps (frames kept per second) must be finite and > 0, got {video_fps}")
     if max_frames <= 0: raise ValueError(f"max_frames must be positive, got {max_frames}")
     s = 0 if start is None else min(max(int(start * fps), 0), num_frames - 1)
     e = num_frames - 1 if end is None else min(max(int(end * fps), s), num_frames - 1)
@@ -269,13 +272,23 @@ def ffmpeg_exe() -> str:
     import imageio_ffmpeg
     return imageio_ffmpeg.get_ffmpeg_exe()
 
-def _valid(path) -> str | None:
-    "None if `path` opens with decord with frames and fps > 0, else the reason."
-    try: open_video(path); return None
+def _valid(path, fps: float | None = None, short_side: int | None = None) -> str | None:
+    "None if `path` opens, its first and last frames decode as (H, W, 3) and, where given, fps and short side match; else why."
+    try:
+        vr, n, f = open_video(path)
+        first, last = vr[0].asnumpy(), vr[n - 1].asnumpy()
     except (FileNotFoundError, VideoError) as e: return str(e)
+    except Exception as e: return f"{path}: decoding its first or last frame failed ({type(e).__name__}: {str(e)[:200]})"
+    if first.ndim != 3 or first.shape[-1] != 3 or last.shape != first.shape:
+        return f"{path}: decoded frames have shapes {first.shape} and {last.shape}, expected (H, W, 3)"
+    if fps is not None and abs(f - fps) > 1e-3 * fps: return f"{path}: {f:g} fps, not {fps:g}"
+    if short_side is not None and min(first.shape[:2]) != short_side: return f"{path}: short side {min(first.shape[:2])}, not {short_side}"
+    return None
 
 def _compress_one(src: Path, dst: Path, fps: float, short_side: int, overwrite: bool, ffmpeg: str) -> tuple:
-    if dst.exists() and not overwrite and _valid(dst) is None: return ("kept", src.name, "")
+    # an existing output is kept only if it is newer than its source and was made with these settings
+    if (dst.exists() and not overwrite and dst.stat().st_mtime >= src.stat().st_mtime
+            and _valid(dst, fps, short_side) is None): return ("kept", src.name, "")
     tmp = dst.with_name(f".{dst.stem}.tmp.mp4")
     s = short_side
     vf = f"fps={fps},scale='if(gt(iw,ih),-2,{s})':'if(gt(iw,ih),{s},-2)'"
