@@ -111,7 +111,7 @@ _RA: dict = {}
 _RNG_LOCK = __import__("threading").Lock()  # augment_clip reseeds the global `random` and numpy generators
 
 def rand_augment(spec: str = RAND_AUGMENT):
-    "timm's RandAugment for `spec` with the official loader's settings (translate_const 100, bicubic, fill 128), built once per spec."
+    "timm's RandAugment for `spec` with the official loader's settings (bicubic, fill 128; translate_const is read only by absolute-translate ops, not in `inc1`), built once per spec."
     if spec not in _RA:
         from PIL import Image
         from timm.data.auto_augment import rand_augment_transform
