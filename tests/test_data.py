@@ -473,6 +473,22 @@ def test_compressed_names_are_found_by_their_annotation_ids(tmp_path, clip_file)
         compress_videos(raw, tmp_path / "dst2", fps=3, short_side=32, progress=False)
 
 
+def test_data_check_reports_ids_that_name_several_files(tmp_path, clip_file):
+    "A raw and a compressed copy of one video under videos/: the loader picks one (root folder first), the check says so."
+    from hbi_repro.data.datasets import VideoIndex
+    root = msrvtt_root(tmp_path, clip_file)
+    put_videos(root / "videos" / "compressed", ["video5.mp4"], clip_file)
+    shutil.copy(clip_file, root / "videos" / "video2.avi")
+    idx = VideoIndex(root / "videos")
+    assert idx.find("video5") == root / "videos" / "video5.mp4" and len(idx.matches("video5")) == 2
+    assert idx.matches("video3") == [root / "videos" / "video3.mp4"]
+    rep = check_dataset("msrvtt", tmp_path, decode=False)
+    amb = rep["problems"]["ambiguous_video"]
+    assert amb["count"] == 2 and list(rep["problems"]) == ["ambiguous_video"]
+    assert any("'video5'" in w and "compressed/video5.mp4" in w for w in amb["first"])
+    assert any("'video2'" in w and "video2.avi" in w for w in amb["first"])
+
+
 def test_didemo_split_lists_are_counted_never_silent(tmp_path, clip_file):
     "A `{split}_list.txt` defines the split (the official protocol): unlisted annotated videos are left out and counted."
     root = tmp_path / "didemo"

@@ -119,25 +119,31 @@ class VideoIndex:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         if not self.folder.is_dir(): raise FileNotFoundError(f"videos folder not found: {self.folder} ({_README})")
-        self.by_name, self.by_stem, self.by_base = {}, {}, {}
+        self.by_name, self.by_stem, self.by_base = {}, {}, {}   # key → every matching file, in walk order
         for root, dirs, files in os.walk(self.folder):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # skip hidden folders (e.g. a frame cache)
             for f in sorted(files):
                 if f.startswith("."): continue
                 p = Path(root) / f
-                self.by_name.setdefault(f, p)
+                self.by_name.setdefault(f, []).append(p)
                 if p.suffix.lower() in VIDEO_EXTS:
-                    self.by_stem.setdefault(p.stem, p)
+                    self.by_stem.setdefault(p.stem, []).append(p)
                     inner = Path(p.stem).suffix
                     if p.suffix.lower() == ".mp4" and inner.lower() in VIDEO_EXTS:   # `compress` output of <base><inner>
-                        self.by_base.setdefault(p.stem[: -len(inner)], p)
+                        self.by_base.setdefault(p.stem[: -len(inner)], []).append(p)
 
     def find(self, video_id: str, prefixes: tuple = ("",)) -> Path | None:
+        "The file of `video_id`: the first prefix, then exact name before stem before compressed base, then walk order."
         for pre in prefixes:
             k = f"{pre}{video_id}"
             for index in (self.by_name, self.by_stem, self.by_base):
-                if k in index: return index[k]
+                if k in index: return index[k][0]
         return None
+
+    def matches(self, video_id: str, prefixes: tuple = ("",)) -> list:
+        "Every file `video_id` could name (more than one: `find` picked one of them; `data check` reports it)."
+        out = [p for pre in prefixes for index in (self.by_name, self.by_stem, self.by_base) for p in index.get(f"{pre}{video_id}", ())]
+        return list(dict.fromkeys(out))
 
 # %% ../../nbs/08c_data.datasets.ipynb #c96e5d51
 SPLITS = ("train", "val", "test", "trainval")
@@ -644,7 +650,7 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
     if dataset in SYNTHETIC: return {"items": {}, "problems": {}}
     if dataset not in ADAPTERS: raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ADAPTERS)}")
     cls, _ = ADAPTERS[dataset]; root = dataset_root(root, dataset)
-    probs, items, paths, excluded = {}, {}, {}, {}
+    probs, items, paths, excluded, ambiguous = {}, {}, {}, {}, set()
     def add(kind, what):
         p = probs.setdefault(kind, {"count": 0, "first": []}); p["count"] += 1
         if len(p["first"]) < max_report: p["first"].append(what)
@@ -656,6 +662,11 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
         items[sp] = len(ds)
         if ds.stats.get("excluded_by_list"): excluded[sp] = ds.stats["excluded_by_list"]
         for reason, where, msg in ds.problems: add(reason, f"[{sp}] {where}: {msg}")
+        for r in ds.records:
+            alts = [p for p in ds.videos.matches(r["video_id"], ds.video_prefixes) if p != r["path"]]
+            if alts and r["video_id"] not in ambiguous:   # e.g. a raw and a compressed copy both under videos/
+                ambiguous.add(r["video_id"])
+                add("ambiguous_video", f"[{sp}] id {r['video_id']!r} uses {r['path']}; it also matches {', '.join(map(str, alts[:3]))}")
         for r in ds.records:   # each distinct decode the split will ask for: file, window and sampling
             paths.setdefault((str(r["path"]), r.get("start"), r.get("end"), ds.max_frames, ds.sampling, ds.video_fps), r["video_id"])
     if decode:   # decode the very frames training and evaluation will read (a file can open and still fail to decode)
