@@ -169,6 +169,11 @@ def content_hash(path: str | Path, chunk: int = 1 << 20) -> str:
 _CACHE_HINT = ("set HBI_REPRO_FRAME_CACHE (or the dataset's cache_dir) to a writable folder, or HBI_REPRO_FRAME_CACHE=off "
                "to decode without caching")
 
+def _decord_version() -> str:
+    from importlib.metadata import version, PackageNotFoundError
+    try: return version("decord")
+    except PackageNotFoundError: return "unknown"
+
 class FrameCache:
     "On-disk cache of decoded frames: `<root>/<hash[:2]>/<hash>-<params>.npy` holding (n_valid, H, W, 3) uint8."
     def __init__(self, root: str | Path):
@@ -178,7 +183,10 @@ class FrameCache:
             raise OSError(e.errno, f"cannot create the frame cache folder {self.root} ({e.strerror or e}); {_CACHE_HINT}") from e
         self.hits = self.misses = 0
 
+    FORMAT = 1   # bump when what an entry holds changes; with the decoder's version it is part of every key
+
     def key(self, path, **params) -> str:
+        params = {**params, "_format": self.FORMAT, "_decord": _decord_version()}   # another decoder may decode other pixels
         p = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return f"{content_hash(path)}-{p}"
 
@@ -188,6 +196,8 @@ class FrameCache:
         f = self._file(key)
         try: arr = np.load(f)
         except (FileNotFoundError, ValueError, OSError, EOFError): self.misses += 1; return None   # EOFError: an empty file
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or not len(arr):   # not frames: a miss, rewritten
+            self.misses += 1; return None
         self.hits += 1
         return arr
 
