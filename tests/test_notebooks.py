@@ -7,8 +7,8 @@ import pytest
 NBS = Path(__file__).resolve().parent.parent / "nbs"
 NOTEBOOKS = sorted(p.name for p in NBS.glob("run_*.ipynb"))
 # extra parameter sets worth a smoke run of their own: run_backbones' QA study (other task, two chains, two metrics)
-# and its Table VI study (per-row overrides: the cluster numbers)
-CASES = [(n, {}) for n in NOTEBOOKS] + [("run_backbones.ipynb", {"study": "T4qa"}), ("run_backbones.ipynb", {"study": "T6"})]
+# its Table VI study (per-row overrides: the cluster numbers) and its captioning study (Table III)
+CASES = [(n, {}) for n in NOTEBOOKS] + [("run_backbones.ipynb", {"study": s}) for s in ("T4qa", "T6", "T3")]
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +48,8 @@ def test_notebook_runs_in_smoke(name, extra, tmp_path, shared_runs):
         bb = {r["provenance"]["row"].split(" | backbone ")[1]: {k for k in r["provenance"]["data"] if k.startswith("backbone/")} for r in rows}
         assert bb == {"0": {"backbone/smoke-synthetic-e1-s0-f8-w16-n48"}, "1": {"backbone/smoke-synthetic-e1-s1-f8-w16-n48"}}
         study = extra.get("study", "T1a")
-        folder = {"T1a": "backbones-synthetic", "T4qa": "backbones-table4-qa-synthetic", "T6": "backbones-table6-synthetic"}[study]
+        folder = {"T1a": "backbones-synthetic", "T4qa": "backbones-table4-qa-synthetic", "T6": "backbones-table6-synthetic",
+                  "T3": "backbones-table3-synthetic"}[study]
         assert {p.parent.parent.name for p in written} == {folder}                       # the study's own folder
         if study == "T6":   # each row trained with its Table VI cluster numbers, Nt^a halved as in run_table6 (9-3-18-4 → 9, 3, 9, 4)
             clusters = {r["provenance"]["row"]: r["config"]["model"]["clusters"] for r in rows}
@@ -57,16 +58,18 @@ def test_notebook_runs_in_smoke(name, extra, tmp_path, shared_runs):
                                                for a, b, t, o in [paper[label]]), clusters
         rows = {r["provenance"]["row"].split(" | ")[0] for r in rows}
         assert rows == {"T4qa": {"row3", "row4", "row5", "row6"}, "T1a": {"Baseline", "HBI", "HBI V2"},
-                        "T6": {"9-3-18-4", "9-3-16-4", "6-2-16-4", "6-2-12-3", "3-2-8-3"}}[study]
+                        "T6": {"9-3-18-4", "9-3-16-4", "6-2-16-4", "6-2-12-3", "3-2-8-3"}, "T3": {"Baseline", "HBI", "HBI V2"}}[study]
         table = (results / folder / "smoke" / "table.md").read_text()
         # the chains checked are the paper's own orders (its numbers, from results/reference), nothing else
         chains = {"T4qa": ["row5 < row6 (paper 46.1 < 46.2)"],
                   "T1a": ["Baseline < HBI < HBI V2 (paper 46.6 < 48.6 < 49.4)", "HBI < HBI V2 (paper 46.8 < 47.7)"],
-                  "T6": ["9-3-18-4 < 6-2-16-4 (paper 48.7 < 49.4)", "3-2-8-3 < 6-2-16-4 (paper 48.7 < 49.4)"]}[study]
+                  "T6": ["9-3-18-4 < 6-2-16-4 (paper 48.7 < 49.4)", "3-2-8-3 < 6-2-16-4 (paper 48.7 < 49.4)"],
+                  "T3": ["HBI < HBI V2 (paper 55.3 < 59.1)"]}[study]
         unchecked = {"T4qa": ["row3 < row4: not a claim of the paper (row3 46.0, row4 46.0)", "the paper has no in-vocab accuracy"],
                      "T1a": ["Baseline left out (the paper has no v2t R@1 for it)"],   # v2t: Table I has HBI and HBI V2 only
-                     "T6": ["the paper has no v2t R@1 for 9-3-18-4, 6-2-16-4; not checked"]}[study]
-        metrics = ["### accuracy", "### in-vocab accuracy"] if study == "T4qa" else ["### t2v R@1", "### v2t Rsum"]
+                     "T6": ["the paper has no v2t R@1 for 9-3-18-4, 6-2-16-4; not checked"],
+                     "T3": ["Baseline left out (the paper has no CIDEr for it)"]}[study]
+        metrics = {"T4qa": ["### accuracy", "### in-vocab accuracy"], "T3": ["### CIDEr", "### ROUGE-L"]}.get(study, ["### t2v R@1", "### v2t Rsum"])
         assert all(f"Paper's order {c} on the means" in table for c in chains), table
         assert all(u in table for u in unchecked) and all(m in table for m in metrics), table
         if study == "T4qa":                                                               # QA runs: accuracy, no retrieval metrics
