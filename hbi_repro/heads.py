@@ -75,6 +75,8 @@ def combine_level_logits(logits_by_level: Mapping[str, torch.Tensor] | Sequence[
             if missing: raise ValueError(f"weights has no entry for levels {sorted(missing)}")
             weights = [weights[n] for n in names]
         logits_by_level = [logits_by_level[n] for n in names]
+    elif isinstance(weights, Mapping):
+        raise ValueError(f"weights by level name {list(weights)} need the logits by level name too (a dict), not a sequence")
     if not len(logits_by_level): raise ValueError("combine_level_logits needs at least one level")
     if weights is None: weights = [1.0 / len(logits_by_level)] * len(logits_by_level)
     if len(weights) != len(logits_by_level):
