@@ -10,8 +10,8 @@ import torch
 from .config import get_config, override
 
 # %% auto #0
-__all__ = ['COMPILED', 'MODEL_ROWS', 'PARTS_OFF', 'synthetic_batch', 'time_rows', 'time_inference', 'step_breakdown', 'parts_off',
-           'batch_scaling', 'bench_model', 'bench_table8', 'ops_per_step', 'bench_floor', 'bench_cli']
+__all__ = ['ISSUE4', 'COMPILED', 'MODEL_ROWS', 'PARTS_OFF', 'synthetic_batch', 'time_rows', 'time_inference', 'step_breakdown',
+           'parts_off', 'batch_scaling', 'bench_model', 'bench_table8', 'ops_per_step', 'bench_floor', 'bench_cli']
 
 # %% ../nbs/13_bench.ipynb #da5c5206
 def _sync(device):
@@ -151,6 +151,8 @@ def _encode_all(m, batches, n_text, n_video):
     return {k: x[:n_text] for k, x in t.items()}, {k: x[:n_video] for k, x in v.items()}
 
 # %% ../nbs/13_bench.ipynb #eaaff519
+ISSUE4 = ("model.clusters=[6,2,16,4]",)   # the issue-4 benchmarks' cluster numbers (the paper's; the smoke profile has its own)
+
 def _training_setup(preset, profile, batch_size, frames, words, overrides, device, seed) -> tuple:
     "(model in train mode, AdamW, one synthetic batch) for timing or profiling training steps of `preset`."
     from hbi_repro.model import HBIModel
@@ -188,16 +190,15 @@ MODEL_ROWS = ["T1/Baseline", "T1/HBI", "T1/HBI-V2", "T1/HBI-V2-fastweights",
               ("T1/HBI-V2-fastweights compiled", "T1/HBI-V2-fastweights", COMPILED),
               ("T1/HBI-V2 compiled entity-only", "T1/HBI-V2", (*COMPILED, 'model.infer_levels=["entity"]'))]  # the official code's inference
 
-_TRAIN_C = ("train.kernels=compiled",)
-PARTS_OFF = [("HBI-V2 compiled", "T1/HBI-V2", _TRAIN_C),     # the issue-4 step row; each row below switches one part off
-             ("no header self-attention", "T1/HBI-V2", (*_TRAIN_C, "model.header=cnn")),
-             ("no header", "T1/HBI-V2", (*_TRAIN_C, "model.header=none")),           # R = the similarities themselves
-             ("no Banzhaf loss", "T1/HBI-V2", (*_TRAIN_C, "model.banzhaf_loss=false")),  # no header, no target, no KL
-             ("no reconstruction", "T1/HBI-V2", (*_TRAIN_C, "model.reconstruction=false")),  # = HBI V1
-             ("no self-distillation", "T1/HBI-V2", (*_TRAIN_C, "model.distill=[]")),
-             ("entity level only", "T1/HBI-V2", (*_TRAIN_C, 'model.levels=["entity"]', 'model.infer_levels=["entity"]', "model.distill=[]"))]
+PARTS_OFF = [("HBI-V2 compiled", "T1/HBI-V2", COMPILED),     # the issue-4 step row; each row below switches one part off
+             ("no header self-attention", "T1/HBI-V2", (*COMPILED, "model.header=cnn")),
+             ("no header", "T1/HBI-V2", (*COMPILED, "model.header=none")),           # R = the similarities themselves
+             ("no Banzhaf loss", "T1/HBI-V2", (*COMPILED, "model.banzhaf_loss=false")),  # no header, no target, no KL
+             ("no reconstruction", "T1/HBI-V2", (*COMPILED, "model.reconstruction=false")),  # = HBI V1
+             ("no self-distillation", "T1/HBI-V2", (*COMPILED, "model.distill=[]")),
+             ("entity level only", "T1/HBI-V2", (*COMPILED, 'model.levels=["entity"]', 'model.infer_levels=["entity"]', "model.distill=[]"))]
 
-def parts_off(batch_size: int = 32, repeats: int = 7, overrides: tuple = ("model.clusters=[6,2,16,4]",), **kw) -> dict:
+def parts_off(batch_size: int = 32, repeats: int = 7, overrides: tuple = ISSUE4, **kw) -> dict:
     "What each part of HBI V2 costs in the training step: the step with that part switched off, beside the baseline."
     res = time_rows(["T1/Baseline", *PARTS_OFF], profile="smoke", batch_size=batch_size, repeats=repeats, warmup=2,
                     inference=False, overrides=overrides, **kw)
@@ -209,7 +210,7 @@ def parts_off(batch_size: int = 32, repeats: int = 7, overrides: tuple = ("model
                       "ratio_without": {k: round(v / base, 3) for k, v in ms.items() if k not in ("T1/Baseline", "HBI-V2 compiled")}}
     return res
 
-def batch_scaling(batch_sizes: tuple = (2, 8, 32), repeats: int = 7, overrides: tuple = ("model.clusters=[6,2,16,4]",), **kw) -> dict:
+def batch_scaling(batch_sizes: tuple = (2, 8, 32), repeats: int = 7, overrides: tuple = ISSUE4, **kw) -> dict:
     "Step time against batch size for the baseline and compiled HBI V2, with a least-squares line: fixed ms + ms per example."
     rows = ["T1/Baseline", PARTS_OFF[0]]
     ms = {b: {k: v["step_s"] * 1e3 for k, v in time_rows(rows, profile="smoke", batch_size=b, repeats=repeats, warmup=2,
@@ -228,9 +229,9 @@ def bench_model(out: str = "results/bench/model.json", threads: int = 2, repeats
     t0 = time.time()
     res = time_rows(MODEL_ROWS, profile="smoke", batch_size=32, frames=12, words=32,
                     repeats=repeats, warmup=2, n_text=1000, n_video=1000, chunk=None, from_features=True,
-                    overrides=("model.clusters=[6,2,16,4]",))
+                    overrides=ISSUE4)
     parts = {"T1/Baseline": (), "T1/HBI": (), "T1/HBI-V2": (), "T1/HBI-V2 compiled": COMPILED}   # label: extra overrides
-    res["breakdown"] = {label: step_breakdown(label.split()[0], overrides=("model.clusters=[6,2,16,4]", *extra))["ms_per_step"]
+    res["breakdown"] = {label: step_breakdown(label.split()[0], overrides=(*ISSUE4, *extra))["ms_per_step"]
                         for label, extra in parts.items()}
     res["parts_off"] = parts_off(frames=12, words=32)        # where the step ratio comes from (step only, interleaved)
     res["batch_scaling"] = batch_scaling(frames=12, words=32)
@@ -279,7 +280,7 @@ def bench_floor(out: str | None = "results/bench/floor.json", threads: int = 2, 
     from hbi_repro.reconstruct import LAST_IMPL
     torch.set_num_threads(threads)
     started = time.time()
-    over = ["data.max_frames=%d" % frames, "data.max_words=%d" % words, "model.clusters=[6,2,16,4]", *COMPILED]
+    over = ["data.max_frames=%d" % frames, "data.max_words=%d" % words, *ISSUE4, *COMPILED]
     models = {}
     for name in ("T1/Baseline", "T1/HBI-V2"):
         torch.manual_seed(0)
@@ -343,7 +344,7 @@ def bench_floor(out: str | None = "results/bench/floor.json", threads: int = 2, 
            "hbi_v2_pairwise_over_floor": (med["hbi_v2"] - med["merge"]) / floor,
            "times_all": times}
     if step_ops:
-        res["ops_per_step"] = {p: ops_per_step(p, frames=frames, words=words, overrides=("model.clusters=[6,2,16,4]",))
+        res["ops_per_step"] = {p: ops_per_step(p, frames=frames, words=words, overrides=ISSUE4)
                                for p in ("T1/Baseline", "T1/HBI", "T1/HBI-V2")}
     if out:
         from hbi_repro.provenance import write_result

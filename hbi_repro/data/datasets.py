@@ -667,7 +667,7 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
             if alts and r["video_id"] not in ambiguous:   # e.g. a raw and a compressed copy both under videos/
                 ambiguous.add(r["video_id"])
                 add("ambiguous_video", f"[{sp}] id {r['video_id']!r} uses {r['path']}; it also matches {', '.join(map(str, alts[:3]))}")
-        for r in ds.records:   # each distinct decode the split will ask for: file, window and sampling
+            # each distinct decode the split will ask for: file, window and sampling
             paths.setdefault((str(r["path"]), r.get("start"), r.get("end"), ds.max_frames, ds.sampling, ds.video_fps), r["video_id"])
     if decode:   # decode the very frames training and evaluation will read (a file can open and still fail to decode)
         for p, start, end, nf, samp, vfps in tqdm(sorted(paths, key=lambda k: tuple(map(str, k))), desc="decode", leave=False):

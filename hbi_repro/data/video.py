@@ -4,7 +4,7 @@
 
 # %% ../../nbs/08b_data.video.ipynb #607a53d7
 from __future__ import annotations
-import hashlib, json, os, shutil, subprocess, tempfile, time
+import functools, hashlib, json, os, shutil, subprocess, tempfile, time
 from fractions import Fraction
 from pathlib import Path
 import numpy as np
@@ -169,6 +169,7 @@ def content_hash(path: str | Path, chunk: int = 1 << 20) -> str:
 _CACHE_HINT = ("set HBI_REPRO_FRAME_CACHE (or the dataset's cache_dir) to a writable folder, or HBI_REPRO_FRAME_CACHE=off "
                "to decode without caching")
 
+@functools.lru_cache(None)   # read once per process: FrameCache.key runs for every clip loaded
 def _decord_version() -> str:
     from importlib.metadata import version, PackageNotFoundError
     try: return version("decord")
