@@ -179,11 +179,12 @@ ARTIFACTS = {  # short name → notebook in nbs/, or (notebook, its parameters)
     "BB4QA": ("run_backbones.ipynb", {"study": "T4qa"}),      # the same rows, VideoQA
     "BB2": ("run_backbones.ipynb", {"study": "T2"}),          # Table II (VideoQA)
     "BB3": ("run_backbones.ipynb", {"study": "T3"}),          # Table III (captioning)
+    "BB5": ("run_backbones.ipynb", {"study": "T5"}),          # Table V (prediction headers)
     "BB6": ("run_backbones.ipynb", {"study": "T6"}),          # Table VI (cluster numbers)
     "BB7": ("run_backbones.ipynb", {"study": "T7"}),          # Table VII (self-distillation directions)
     "BS": "run_banzhaf_scale.ipynb",                          # the Banzhaf loss with I × 1 (paper) and × 1000 (official teacher)
 }
-SYNTHETIC_ONLY = ("ALIGN", "BB", "BB4", "BB4QA", "BB2", "BB3", "BB6", "BB7", "BS")   # need the synthetic benchmark (ground-truth alignment, a backbone to retrain)
+SYNTHETIC_ONLY = ("ALIGN", "BB", "BB4", "BB4QA", "BB2", "BB3", "BB5", "BB6", "BB7", "BS")   # need the synthetic benchmark (ground-truth alignment, a backbone to retrain)
 
 def artifact_notebook(name: str) -> tuple:
     "(notebook file in nbs/, papermill parameters, executed copy's stem) of a short artifact name."
