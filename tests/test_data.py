@@ -213,6 +213,11 @@ def test_activitynet_paragraphs(tmp_path, clip_file):
     te = ActivityNetParagraphs(root, "test", **KW)
     assert len(te) == 2 and te[0]["caption"] == "first thing 3. second thing 3."
     check_item(te[0])
+    assert not te.summary().get("excluded_by_list")
+    (root / "val_ids.json").write_text(json.dumps(["v_a4"]))    # the ids file defines the test set: v_a3 left out, counted
+    te = ActivityNetParagraphs(root, "test", **KW)
+    assert [r["video_id"] for r in te.records] == ["v_a4"] and te.summary()["excluded_by_list"] == 1
+    (root / "val_ids.json").write_text(json.dumps(["v_a3", "v_a4"]))
     assert len(ActivityNetParagraphs(root, "train", **KW)) + len(ActivityNetParagraphs(root, "val", **KW)) == 3
 
 

@@ -350,6 +350,8 @@ class ActivityNetParagraphs(VideoTextDataset):
             if j is not None:
                 self.bad(f"{ann_f} [{v!r}]", f"sentences[{j}] is not a string: {str(a['sentences'][j])[:80]}", "malformed_row"); continue
             good.append(v)
+        # the ids file defines the split, as in the official loader: annotated videos it does not list are left out, counted
+        self.stats["excluded_by_list"] += len(set(ann) - {v for v in ids if isinstance(v, str)})
         sel = None if test else self.split_ids(good)
         keep = [v for v in dict.fromkeys(good) if sel is None or v in sel]
         return [{"video_id": v, "caption": " ".join(s.strip() for s in ann[v]["sentences"]),
