@@ -111,11 +111,9 @@ def tsne(X,                          # (N, D) points (numpy or torch)
 
 # %% ../nbs/15_analysis.ipynb #486e9b91
 def run_config(run_dir: str | Path):
-    "The `RunConfig` a run was trained with, from its `config.json`."
-    from hbi_repro.config import RunConfig, override
-    d = json.loads((Path(run_dir) / "config.json").read_text())
-    flat = {f"{sec}.{k}": v for sec in ("model", "data", "train", "eval") for k, v in d.get(sec, {}).items()}
-    return override(RunConfig(profile=d.get("profile", "paper"), preset=d.get("preset")), flat)
+    "The `RunConfig` a run was trained with, from its `config.json` (read as the trainer reads it when resuming)."
+    from hbi_repro.train import config_from_dict
+    return config_from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
 
 def load_trained(run_dir: str | Path, ckpt: str = "best"):
     "The HBIModel of a finished run with the weights of `checkpoints/<ckpt>.pt`, in eval mode, and its config."
