@@ -11,7 +11,8 @@ from .config import get_config, override
 
 # %% auto #0
 __all__ = ['ISSUE4', 'COMPILED', 'MODEL_ROWS', 'PARTS_OFF', 'synthetic_batch', 'time_rows', 'time_inference', 'step_breakdown',
-           'parts_off', 'batch_scaling', 'bench_model', 'bench_table8', 'ops_per_step', 'bench_floor', 'bench_cli']
+           'parts_off', 'batch_scaling', 'thread_scaling', 'bench_model', 'bench_table8', 'ops_per_step', 'bench_floor',
+           'bench_cli']
 
 # %% ../nbs/13_bench.ipynb #da5c5206
 def _sync(device):
@@ -222,6 +223,21 @@ def batch_scaling(batch_sizes: tuple = (2, 8, 32), repeats: int = 7, overrides: 
         fit[name] = {"fixed_ms": round(icpt, 2), "ms_per_example": round(slope, 3)}
     return {"step_ms": {str(b): {k: round(v, 2) for k, v in r.items()} for b, r in ms.items()}, "fit": fit}
 
+def thread_scaling(threads: tuple = (1, 2), repeats: int = 7, overrides: tuple = ISSUE4, **kw) -> dict:
+    "Step time of the baseline and compiled HBI V2 at each CPU thread count: at one thread the ratio is that of the work itself."
+    rows, before, ms = ["T1/Baseline", PARTS_OFF[0]], torch.get_num_threads(), {}
+    try:
+        for n in threads:
+            torch.set_num_threads(n)
+            ms[n] = {k: v["step_s"] * 1e3 for k, v in time_rows(rows, profile="smoke", repeats=repeats, warmup=2, inference=False,
+                                                                  overrides=overrides, **kw)["rows"].items()}
+    finally: torch.set_num_threads(before)
+    base, v2 = "T1/Baseline", PARTS_OFF[0][0]
+    return {"step_ms": {str(n): {k: round(v, 2) for k, v in r.items()} for n, r in ms.items()},
+            "ratio": {str(n): round(r[v2] / r[base], 3) for n, r in ms.items()},
+            # how much faster each row runs on the most threads than on the fewest
+            "speedup": {k: round(ms[threads[0]][k] / ms[threads[-1]][k], 3) for k in (base, v2)}}
+
 def bench_model(out: str = "results/bench/model.json", threads: int = 2, repeats: int = 5) -> dict:
     "Issue-4 targets on this CPU: tiny training step (batch 32, 12 frames, 32 words) and 1k×1k inference from cached features."
     from hbi_repro.provenance import write_result
@@ -235,6 +251,7 @@ def bench_model(out: str = "results/bench/model.json", threads: int = 2, repeats
                         for label, extra in parts.items()}
     res["parts_off"] = parts_off(frames=12, words=32)        # where the step ratio comes from (step only, interleaved)
     res["batch_scaling"] = batch_scaling(frames=12, words=32)
+    res["thread_scaling"] = thread_scaling((1, threads), frames=12, words=32)
     write_result(out, res, started=t0, config={"threads": threads})
     return res
 
