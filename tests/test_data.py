@@ -232,6 +232,15 @@ def test_didemo_paragraphs(tmp_path, clip_file):
     assert len(te) == 1 and te[0]["caption"] == "a dog runs 3 it stops 3" and te.records[0]["end"] == 31.0
     check_item(te[0])
     assert len(DiDeMoParagraphs(root, "train", **KW)) == 2 and len(DiDeMoParagraphs(root, "val", **KW)) == 1
+    tv = DiDeMoParagraphs(root, "trainval", **KW)                  # train + the val file (was: train_data.json alone)
+    assert [(r["video_id"], r["caption"]) for r in tv.records] == [(f"clip{i}.mov", f"a dog runs {i} it stops {i}") for i in (0, 1, 2)]
+    assert tv.records[2]["where"].startswith(str(root / "val_data.json"))
+    (root / "val_data.json").write_text(json.dumps(rows((2, 1))))  # a video in both files is an error naming it
+    with pytest.raises(AnnotationError, match=r"val_data.json video 'clip1.mov': is also in train_data.json"):
+        DiDeMoParagraphs(root, "trainval", **KW)
+    (root / "val_data.json").unlink()                              # no val file: val is carved from train, trainval is all of it
+    tr, va, tv = (DiDeMoParagraphs(root, sp, val_fraction=0.5, **KW) for sp in ("train", "val", "trainval"))
+    assert len(tr) == len(va) == 1 and sorted(r["video_id"] for r in tr.records + va.records) == [r["video_id"] for r in tv.records]
 
 
 def test_didemo_carved_val_is_disjoint_from_train(tmp_path, clip_file):

@@ -360,31 +360,37 @@ class ActivityNetParagraphs(VideoTextDataset):
 class DiDeMoParagraphs(VideoTextDataset):
     "DiDeMo video-paragraph retrieval (descriptions concatenated, window [0, 31] s)."
     name = "didemo"
-    def load(self) -> list:
-        sp = {"trainval": "train"}.get(self.split, self.split)
+    def _paragraphs(self, sp: str) -> dict:
+        "{video: (descriptions, file)} of `{sp}_data.json` in file order, restricted to `{sp}_list.txt` when it exists."
         f = self.root / f"{sp}_data.json"
-        carve = sp == "val" and not f.is_file()
-        if carve: f = self.root / "train_data.json"
         rows = read_json(f)
         if not isinstance(rows, list): raise AnnotationError(f"{f}: expected a JSON list of {{video, description, times}}")
-        paras, order = {}, []
+        paras = {}
         for k, r in enumerate(rows):
             if not isinstance(r, dict) or "video" not in r or "description" not in r:
                 self.bad(f"{f} [{k}]", "row lacks 'video' or 'description'", "malformed_row"); continue
-            if r["video"] not in paras: order.append(r["video"]); paras[r["video"]] = []
-            paras[r["video"]].append(str(r["description"]).strip())
-        lst = self.root / f"{'train' if carve else sp}_list.txt"   # a carved val comes from the videos train may use
+            paras.setdefault(r["video"], ([], f))[0].append(str(r["description"]).strip())
+        lst = self.root / f"{sp}_list.txt"
         if lst.is_file():
-            allowed, listed = set(read_lines(lst)), []
-            for v in order:
-                if v in allowed or Path(v).stem in allowed: listed.append(v)
-                else: self.stats["excluded_by_list"] += 1    # the list defines the split (official protocol): counted
-            order = listed
-        if carve: val = carve_val(order, self.val_fraction, self.seed); order = [v for v in order if v in val]
-        elif self.split == "train" and not (self.root / "val_data.json").is_file():
-            val = carve_val(order, self.val_fraction, self.seed); order = [v for v in order if v not in val]
-        return [{"video_id": v, "caption": " ".join(d for d in paras[v] if d), "start": 0.0, "end": 31.0,
-                 "where": f"{f} video {v!r}"} for v in order]
+            allowed = set(read_lines(lst))
+            for v in list(paras):
+                if not (v in allowed or Path(v).stem in allowed):
+                    del paras[v]; self.stats["excluded_by_list"] += 1    # the list defines the split (official protocol): counted
+        return paras
+
+    def load(self) -> list:
+        has_val = (self.root / "val_data.json").is_file()
+        carve = not has_val and self.split in ("train", "val")     # no val file: val is carved from train_data.json
+        paras = self._paragraphs("train" if carve or self.split == "trainval" else self.split)
+        if carve:
+            val = carve_val(list(paras), self.val_fraction, self.seed)
+            paras = {v: p for v, p in paras.items() if (v in val) == (self.split == "val")}
+        if self.split == "trainval" and has_val:                    # train + the val file, as trainval means everywhere
+            for v, p in self._paragraphs("val").items():
+                if v in paras: self.bad(f"{p[1]} video {v!r}", "is also in train_data.json", "duplicate_video"); continue
+                paras[v] = p
+        return [{"video_id": v, "caption": " ".join(d for d in ds if d), "start": 0.0, "end": 31.0,
+                 "where": f"{f} video {v!r}"} for v, (ds, f) in paras.items()]
 
 # %% ../../nbs/08c_data.datasets.ipynb #54c4bd5d
 ANET_QA_TYPES = ("motion", "spatial", "temporal", "yes_no", "color", "object", "location", "number", "other")
