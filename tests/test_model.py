@@ -1,5 +1,6 @@
 """Model integration checks beyond the notebook: loading CLIP weights from a file, every task head end to end."""
 import torch
+import torch.nn.functional as F
 import pytest
 from hbi_repro.config import get_config
 from hbi_repro.model import HBIModel, build_clip
@@ -291,3 +292,9 @@ def test_qa_loss_is_finite_when_no_answer_is_in_the_vocabulary():
     assert torch.isfinite(out["loss"]) and out["logs"]["L_task"].item() == 0.0
     out["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # with some answers in the vocabulary: exactly cross_entropy's mean over them (the loss is written as sum / count)
+    b["answer"] = torch.tensor([3, -1, 0, -1])
+    seen, logits_of = [], model.answer_logits_from
+    model.answer_logits_from = lambda *a: seen.append(logits_of(*a)) or seen[-1]
+    out = model(b)
+    assert torch.equal(out["logs"]["L_task"], F.cross_entropy(seen[0].detach(), b["answer"], ignore_index=-1))
