@@ -11,8 +11,8 @@ from .config import get_config, override
 
 # %% auto #0
 __all__ = ['ISSUE4', 'COMPILED', 'MODEL_ROWS', 'PARTS_OFF', 'synthetic_batch', 'time_rows', 'time_inference', 'step_breakdown',
-           'parts_off', 'batch_scaling', 'thread_scaling', 'bench_model', 'bench_table8', 'ops_per_step', 'bench_floor',
-           'bench_cli']
+           'parts_off', 'batch_scaling', 'thread_scaling', 'bench_threads', 'bench_model', 'bench_table8',
+           'ops_per_step', 'bench_floor', 'bench_cli']
 
 # %% ../nbs/13_bench.ipynb #da5c5206
 def _sync(device):
@@ -238,6 +238,14 @@ def thread_scaling(threads: tuple = (1, 2), repeats: int = 7, overrides: tuple =
             # how much faster each row runs on the most threads than on the fewest
             "speedup": {k: round(ms[threads[0]][k] / ms[threads[-1]][k], 3) for k in (base, v2)}}
 
+def bench_threads(out: str = "results/bench/threads.json", threads: tuple = (1, 2), repeats: int = 9) -> dict:
+    "`thread_scaling` of the issue-4 step (batch 32, 12 frames, 32 words) written with provenance."
+    from hbi_repro.provenance import write_result
+    t0 = time.time()
+    res = thread_scaling(tuple(threads), repeats=repeats, frames=12, words=32)
+    write_result(out, res, started=t0, config={"threads": list(threads), "repeats": repeats})
+    return res
+
 def bench_model(out: str = "results/bench/model.json", threads: int = 2, repeats: int = 5) -> dict:
     "Issue-4 targets on this CPU: tiny training step (batch 32, 12 frames, 32 words) and 1k×1k inference from cached features."
     from hbi_repro.provenance import write_result
@@ -251,7 +259,6 @@ def bench_model(out: str = "results/bench/model.json", threads: int = 2, repeats
                         for label, extra in parts.items()}
     res["parts_off"] = parts_off(frames=12, words=32)        # where the step ratio comes from (step only, interleaved)
     res["batch_scaling"] = batch_scaling(frames=12, words=32)
-    res["thread_scaling"] = thread_scaling((1, threads), frames=12, words=32)
     write_result(out, res, started=t0, config={"threads": threads})
     return res
 
@@ -372,11 +379,14 @@ def bench_floor(out: str | None = "results/bench/floor.json", threads: int = 2, 
 from fastcore.script import call_parse, Param
 
 @call_parse
-def bench_cli(which: Param("model (issue-4 CPU targets), floor (HBI V2 inference vs its arithmetic floor), table8 (GPU) or video (decoding, cache)", str) = "model",
+def bench_cli(which: Param("model (issue-4 CPU targets), threads (the issue-4 step at 1 and 2 CPU threads), floor (HBI V2 inference vs its arithmetic floor), table8 (GPU) or video (decoding, cache)", str) = "model",
               out: Param("result JSON", str) = None):
     "Speed benchmarks: tiny-model step/inference ratios on this CPU, the inference floor, Table VIII on a GPU, or video decoding."
     import json
-    if which not in ("model", "floor", "table8", "video"): raise SystemExit(f"--which must be model, floor, table8 or video, not {which!r}")
+    if which not in ("model", "threads", "floor", "table8", "video"):
+        raise SystemExit(f"--which must be model, threads, floor, table8 or video, not {which!r}")
+    if which == "threads":
+        print(json.dumps(bench_threads(out or "results/bench/threads.json"), indent=1)); return
     if which == "video":
         from hbi_repro.data.video import bench_video
         print(json.dumps(bench_video(out or "results/bench/video.json"), indent=1)); return
