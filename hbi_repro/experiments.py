@@ -102,7 +102,7 @@ def run_rows(artifact: str,                  # e.g. "table1"
              progress: bool = True) -> list:
     "Train and test every row for every seed; write one result JSON per (row, seed); return the records."
     from hbi_repro.train import train
-    from hbi_repro.data.datasets import build_dataset, data_checksums
+    from hbi_repro.data.datasets import build_dataset, data_checksums, data_summaries
     from hbi_repro.results import save_row
     records, data, feats, weights = [], {}, {}, {}
     base = list(overrides)
@@ -131,7 +131,8 @@ def run_rows(artifact: str,                  # e.g. "table1"
             if share and fkey not in feats and cache.exists(): feats[fkey] = torch.load(cache, map_location="cpu")
             metrics = row_metrics(summary)
             path = save_row(artifact, profile, label, preset, seed, metrics, config_dict(cfg), started, root=results_root,
-                            data={**data_checksums(tr, va, te), **weights})   # what the row was trained and tested on (and from), hashed
+                            data={**data_checksums(tr, va, te), **weights},   # what the row was trained and tested on (and from), hashed
+                            splits=data_summaries(tr, va, te))                 # and each split's counts (items, skipped, excluded)
             records.append({"row": label, "preset": preset, "seed": seed, **{f"test/{k}": v for k, v in metrics["test"].items()},
                             "path": str(path)})
     return records

@@ -90,10 +90,10 @@ def safe_name(row_name: str) -> str:
     return s
 
 # %% ../nbs/11_results.ipynb #26f1ebc7
-def run_data_checksums(run_dir) -> dict | None:
-    "The data checksums a finished training run recorded in its `summary.json` (None for runs made before they were recorded)."
+def run_data_checksums(run_dir, key: str = "data") -> dict | None:
+    "The data checksums (`key=\"splits\"`: the splits' counts) a finished training run recorded in its `summary.json`; None for runs made before they were recorded."
     f = Path(run_dir) / "summary.json"
-    try: return json.loads(f.read_text()).get("provenance", {}).get("data")
+    try: return json.loads(f.read_text()).get("provenance", {}).get(key)
     except (OSError, ValueError): return None
 
 def save_row(artifact: str, profile: str,
@@ -110,9 +110,10 @@ def save_row(artifact: str, profile: str,
     if config and config.get("profile") not in (None, profile):
         raise ValueError(f"row {row_name!r}: config.profile={config['profile']!r} but it is being saved under profile {profile!r}")
     run = extra.get("run_dir") or extra.get("reused_run")   # a row computed from a finished training run:
-    if "data" not in extra and run:                          # the run's data checksums (summary.json), when it has them
-        sums = run_data_checksums(run)
-        if sums: extra["data"] = sums
+    for key in ("data", "splits"):                           # the run's data checksums and split counts (summary.json), when it has them
+        if key not in extra and run:
+            got = run_data_checksums(run, key)
+            if got: extra[key] = got
     path = results_dir(artifact, profile, root) / f"{safe_name(row_name)}__seed{seed}.json"
     if path.exists():
         old = json.loads(path.read_text()).get("provenance", {}).get("row")

@@ -757,9 +757,10 @@ def train(cfg,                      # RunConfig
     bar.close()
     if last_eval != st["step"]: validate()
     if last_ck_step != st["step"]: checkpoint()
-    from hbi_repro.data.datasets import data_checksums
+    from hbi_repro.data.datasets import data_checksums, data_summaries
     summary = _finish(model, cfg, run_dir, test_set, st, select, device, precision, progress, rank, world, log, started,
-                      data=data_checksums(train_set, val_set, test_set) if rank == 0 else None)
+                      data=data_checksums(train_set, val_set, test_set) if rank == 0 else None,
+                      splits=data_summaries(train_set, val_set, test_set) if rank == 0 else None)
     if created: dist.barrier(); dist.destroy_process_group()   # nobody leaves while a peer still talks (gloo aborts otherwise)
     return summary
 
@@ -767,7 +768,9 @@ def _scalars(m: dict) -> dict:
     return {k: v for k, v in m.items() if isinstance(v, (int, float))}
 
 def _finish(model, cfg, run_dir, test_set, st, select, device, precision, progress, rank, world, log, started,
-            data: dict | None = None) -> dict:   # data checksums of the run's splits (`data_checksums`)
+            data: dict | None = None,    # data checksums of the run's splits (`data_checksums`)
+            splits: dict | None = None,  # the splits' counts (`data_summaries`)
+           ) -> dict:
     "Test the last and the best model (rank 0) and write `summary.json`."
     summary = None
     if rank == 0:
@@ -790,7 +793,7 @@ def _finish(model, cfg, run_dir, test_set, st, select, device, precision, progre
         from hbi_repro.config import config_dict
         from hbi_repro.provenance import write_result
         write_result(run_dir / "summary.json", summary, seed=cfg.train.seed, started=started, config=config_dict(cfg),
-                     data=data, segments=st.get("segments"))
+                     data=data, splits=splits, segments=st.get("segments"))
     return _broadcast_object(summary, rank, world)
 
 # %% ../nbs/10_train.ipynb #ac6836f5

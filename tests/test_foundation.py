@@ -63,11 +63,13 @@ def test_backbone_cache_key_names_split_settings(tmp_path):
 
 
 def test_rows_from_a_finished_run_carry_its_data_checksums(tmp_path):
-    "save_row with run_dir/reused_run copies the run's data checksums from its summary.json (figure notebooks reuse runs)."
+    "save_row with run_dir/reused_run copies the run's data checksums and split counts from its summary.json (figure notebooks reuse runs)."
     from hbi_repro.results import save_row
     run = tmp_path / "run"; run.mkdir()
-    (run / "summary.json").write_text(json.dumps({"metrics": {}, "provenance": {"data": {"synthetic/test": "c" * 64}}}))
+    splits = {"test": {"split": "test", "items": 5, "excluded_by_list": 2}}
+    (run / "summary.json").write_text(json.dumps({"metrics": {}, "provenance": {"data": {"synthetic/test": "c" * 64}, "splits": splits}}))
     p = save_row("figX", "smoke", "row", None, 0, {"m": 1.0}, None, None, root=tmp_path / "res", run_dir=str(run))
     assert json.loads(p.read_text())["provenance"]["data"] == {"synthetic/test": "c" * 64}
+    assert json.loads(p.read_text())["provenance"]["splits"] == splits     # and the splits' counts
     p = save_row("figX", "smoke", "row2", None, 0, {"m": 1.0}, None, None, root=tmp_path / "res", reused_run=str(tmp_path / "none"))
-    assert "data" not in json.loads(p.read_text())["provenance"]            # a run without checksums adds none
+    assert not {"data", "splits"} & set(json.loads(p.read_text())["provenance"])   # a run without them adds none

@@ -42,6 +42,9 @@ def test_notebook_runs_in_smoke(name, extra, tmp_path, shared_runs):
         assert rows and all(set(r["provenance"]["data"]) >= splits for r in rows)
         others = [set(r["provenance"]["data"]) - splits for r in rows]       # and the cached backbone's weights, one per row
         assert all(len(e) == 1 and next(iter(e)).startswith("backbone/smoke-synthetic") for e in others), others
+        # and each split's counts: the test split's items are the videos the test metrics were computed on
+        assert all(set(r["provenance"]["splits"]) == {"train", "val", "test"} for r in rows)
+        assert all(r["provenance"]["splits"]["test"]["items"] == r["provenance"]["splits"]["test"]["videos"] > 0 for r in rows)
     if name == "run_backbones.ipynb":   # each row names the backbone it was trained on, by its weights' hash
         import json
         rows = [json.loads(p.read_text()) for p in written if p.suffix == ".json"]

@@ -149,6 +149,18 @@ def test_summary_records_the_data_checksums(tmp_path):
     assert saved["provenance"]["data"] == {"fake/test": "b" * 64, "fake/train": "a" * 64}
 
 
+def test_summary_records_each_splits_counts(tmp_path):
+    "summary.json's provenance carries each split's `summary()`: a test set that an ids or list file shrank says so in the run."
+    class Counted(list):                                      # fake items with the dataset's split and summary
+        def __init__(self, items, split, **counts): super().__init__(items); self.split, self.counts = split, counts
+        def summary(self): return {"split": self.split, "items": len(self), **self.counts}
+    tr, va, te = Counted(fake_pairs(16), "train"), fake_pairs(8, seed=1), Counted(fake_pairs(8, seed=2), "test", excluded_by_list=3)
+    T.train(small_cfg(**{"train.epochs": 1}), tmp_path, train_set=tr, val_set=va, test_set=te, model=FakeRetrieval(), device="cpu")
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["provenance"]["splits"] == {"train": {"split": "train", "items": 16},
+                                             "test": {"split": "test", "items": 8, "excluded_by_list": 3}}
+
+
 # -- frozen encoders ---------------------------------------------------------------------------------------------
 def test_frozen_feature_path(tmp_path):
     m0 = FakeRetrieval().state_dict()

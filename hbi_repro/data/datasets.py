@@ -19,8 +19,8 @@ from ..provenance import file_checksum
 __all__ = ['SPLITS', 'ON_ERROR', 'ANET_QA_TYPES', 'ADAPTERS', 'SYNTHETIC', 'AnnotationError', 'get_tokenizer', 'tokenize',
            'read_lines', 'read_json', 'read_jsonl', 'read_csv', 'carve_val', 'VideoIndex', 'VideoTextDataset',
            'MSRVTTRetrieval', 'MSRVTTCaption', 'ActivityNetParagraphs', 'DiDeMoParagraphs', 'VideoQA', 'MSVDQA',
-           'ActivityNetQA', 'SyntheticDataset', 'data_checksums', 'collate', 'synthetic_bench', 'dataset_root',
-           'build_dataset', 'check_dataset', 'data_check']
+           'ActivityNetQA', 'SyntheticDataset', 'data_summaries', 'data_checksums', 'collate', 'synthetic_bench',
+           'dataset_root', 'build_dataset', 'check_dataset', 'data_check']
 
 # %% ../../nbs/08c_data.datasets.ipynb #51f73ddf
 class AnnotationError(ValueError):
@@ -595,6 +595,10 @@ class SyntheticDataset(torch.utils.data.Dataset):
     def summary(self) -> dict: return {"dataset": self.name, "split": self.split, **dict(self.stats), **self.bench.params}
 
 # %% ../../nbs/08c_data.datasets.ipynb #c6268cd8
+def data_summaries(*datasets) -> dict:
+    "{split: `summary()`} of a run's datasets (items, videos and every count: skipped rows, `excluded_by_list`, truncated texts, OOV answers); datasets without `summary` add nothing."
+    return {ds.split: ds.summary() for ds in datasets if ds is not None and hasattr(ds, "summary") and hasattr(ds, "split")}
+
 def data_checksums(*datasets) -> dict:
     "The data checksums of a run: annotation files (real datasets) or generated splits (synthetic), merged over its datasets; None and objects without `checksums` (subsets, feature caches, test fakes) add nothing."
     out = {}
