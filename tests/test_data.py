@@ -219,6 +219,8 @@ def test_activitynet_paragraphs(tmp_path, clip_file):
     assert [r["video_id"] for r in te.records] == ["v_a4"] and te.summary()["excluded_by_list"] == 1
     (root / "val_ids.json").write_text(json.dumps(["v_a3", "v_a4"]))
     assert len(ActivityNetParagraphs(root, "train", **KW)) + len(ActivityNetParagraphs(root, "val", **KW)) == 3
+    (root / "train_ids.json").write_text(json.dumps(["v_a0", "v_a0", "v_a1"]))   # a repeated id: v_a2 left out, counted once
+    assert ActivityNetParagraphs(root, "trainval", **KW).summary()["excluded_by_list"] == 1
 
 
 def test_didemo_paragraphs(tmp_path, clip_file):
@@ -236,8 +238,10 @@ def test_didemo_paragraphs(tmp_path, clip_file):
     assert [(r["video_id"], r["caption"]) for r in tv.records] == [(f"clip{i}.mov", f"a dog runs {i} it stops {i}") for i in (0, 1, 2)]
     assert tv.records[2]["where"].startswith(str(root / "val_data.json"))
     (root / "val_data.json").write_text(json.dumps(rows((2, 1))))  # a video in both files is an error naming it
-    with pytest.raises(AnnotationError, match=r"val_data.json video 'clip1.mov': is also in train_data.json"):
+    with pytest.raises(AnnotationError, match=r"val_data.json \[2\] video 'clip1.mov': is also in .*train_data.json \[2\]"):
         DiDeMoParagraphs(root, "trainval", **KW)
+    rep = check_dataset("didemo", root, decode=False)             # train and val sharing a video: the check says so
+    assert rep["problems"]["split_overlap"]["first"] == ["video 'clip1.mov' is in both [train] and [val]"]
     (root / "val_data.json").unlink()                              # no val file: val is carved from train, trainval is all of it
     tr, va, tv = (DiDeMoParagraphs(root, sp, val_fraction=0.5, **KW) for sp in ("train", "val", "trainval"))
     assert len(tr) == len(va) == 1 and sorted(r["video_id"] for r in tr.records + va.records) == [r["video_id"] for r in tv.records]
@@ -506,17 +510,23 @@ def test_data_check_reports_ids_that_name_several_files(tmp_path, clip_file):
 def test_didemo_split_lists_are_counted_never_silent(tmp_path, clip_file):
     "A `{split}_list.txt` defines the split (the official protocol): unlisted annotated videos are left out and counted."
     root = tmp_path / "didemo"
-    put_videos(root / "videos", [f"c{i}.mp4" for i in range(4)], clip_file)
+    put_videos(root / "videos", [f"c{i}.mp4" for i in range(7)], clip_file)
     rows = lambda ids: [{"video": f"c{i}.mp4", "description": f"d {i}", "times": [[0, 1]]} for i in ids]
-    for sp, ids in (("train", (0, 1, 2)), ("val", (3,)), ("test", (0, 1, 2))):
+    for sp, ids in (("train", (0, 1, 2)), ("val", (3,)), ("test", (4, 5, 6))):
         (root / f"{sp}_data.json").write_text(json.dumps(rows(ids)))
-    for sp in ("train", "test"): (root / f"{sp}_list.txt").write_text("c0.mp4\nc1\n")   # c2 is not listed
+    (root / "train_list.txt").write_text("c0.mp4\nc1\n")     # c2 is not listed
+    (root / "test_list.txt").write_text("c4.mp4\nc5\n")      # nor c6
     tr = DiDeMoParagraphs(root, "train", **KW)                # train: restricted by the list, and counted
     assert len(tr) == 2 and tr.summary()["excluded_by_list"] == 1
     te = DiDeMoParagraphs(root, "test", **KW)                 # test too, and counted where a run records it
-    assert [r["video_id"] for r in te.records] == ["c0.mp4", "c1.mp4"] and te.summary()["excluded_by_list"] == 1
+    assert [r["video_id"] for r in te.records] == ["c4.mp4", "c5.mp4"] and te.summary()["excluded_by_list"] == 1
     rep = check_dataset("didemo", root, ("train", "test"), decode=False)
     assert rep["excluded_by_list"] == {"train": 1, "test": 1} and not rep["problems"]
+    # trainval = train + the val file, each restricted by its own list, the exclusions of both counted
+    (root / "val_data.json").write_text(json.dumps(rows((3, 2))))
+    (root / "val_list.txt").write_text("c3.mp4\n")                        # c2 is in val_data.json but not listed
+    tv = DiDeMoParagraphs(root, "trainval", **KW)
+    assert [r["video_id"] for r in tv.records] == ["c0.mp4", "c1.mp4", "c3.mp4"] and tv.summary()["excluded_by_list"] == 2
 
 
 def test_csv_rows_with_the_wrong_number_of_fields(tmp_path, clip_file):

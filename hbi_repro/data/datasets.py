@@ -361,7 +361,7 @@ class DiDeMoParagraphs(VideoTextDataset):
     "DiDeMo video-paragraph retrieval (descriptions concatenated, window [0, 31] s)."
     name = "didemo"
     def _paragraphs(self, sp: str) -> dict:
-        "{video: (descriptions, file)} of `{sp}_data.json` in file order, restricted to `{sp}_list.txt` when it exists."
+        "{video: (descriptions, file, first row)} of `{sp}_data.json` in file order, restricted to `{sp}_list.txt` when it exists."
         f = self.root / f"{sp}_data.json"
         rows = read_json(f)
         if not isinstance(rows, list): raise AnnotationError(f"{f}: expected a JSON list of {{video, description, times}}")
@@ -369,7 +369,7 @@ class DiDeMoParagraphs(VideoTextDataset):
         for k, r in enumerate(rows):
             if not isinstance(r, dict) or "video" not in r or "description" not in r:
                 self.bad(f"{f} [{k}]", "row lacks 'video' or 'description'", "malformed_row"); continue
-            paras.setdefault(r["video"], ([], f))[0].append(str(r["description"]).strip())
+            paras.setdefault(r["video"], ([], f, k))[0].append(str(r["description"]).strip())
         lst = self.root / f"{sp}_list.txt"
         if lst.is_file():
             allowed = set(read_lines(lst))
@@ -387,10 +387,10 @@ class DiDeMoParagraphs(VideoTextDataset):
             paras = {v: p for v, p in paras.items() if (v in val) == (self.split == "val")}
         if self.split == "trainval" and has_val:                    # train + the val file, as trainval means everywhere
             for v, p in self._paragraphs("val").items():
-                if v in paras: self.bad(f"{p[1]} video {v!r}", "is also in train_data.json", "duplicate_video"); continue
+                if v in paras: self.bad(f"{p[1]} [{p[2]}] video {v!r}", f"is also in {paras[v][1]} [{paras[v][2]}]", "duplicate_video"); continue
                 paras[v] = p
         return [{"video_id": v, "caption": " ".join(d for d in ds if d), "start": 0.0, "end": 31.0,
-                 "where": f"{f} video {v!r}"} for v, (ds, f) in paras.items()]
+                 "where": f"{f} video {v!r}"} for v, (ds, f, _) in paras.items()]
 
 # %% ../../nbs/08c_data.datasets.ipynb #54c4bd5d
 ANET_QA_TYPES = ("motion", "spatial", "temporal", "yes_no", "color", "object", "location", "number", "other")
@@ -662,7 +662,7 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
     if dataset in SYNTHETIC: return {"items": {}, "problems": {}}
     if dataset not in ADAPTERS: raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ADAPTERS)}")
     cls, _ = ADAPTERS[dataset]; root = dataset_root(root, dataset)
-    probs, items, paths, excluded, ambiguous = {}, {}, {}, {}, set()
+    probs, items, paths, excluded, ambiguous, vids = {}, {}, {}, {}, set(), {}
     def add(kind, what):
         p = probs.setdefault(kind, {"count": 0, "first": []}); p["count"] += 1
         if len(p["first"]) < max_report: p["first"].append(what)
@@ -671,7 +671,7 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
         try: ds = cls(root, sp, on_error="collect", cache_dir=None, **kw)
         except (FileNotFoundError, AnnotationError, ValueError) as e: add("annotation_error", f"[{sp}] {e}"); continue
         finally: _CHECKING.reset(token)
-        items[sp] = len(ds)
+        items[sp], vids[sp] = len(ds), {r["video_id"] for r in ds.records}
         if ds.stats.get("excluded_by_list"): excluded[sp] = ds.stats["excluded_by_list"]
         for reason, where, msg in ds.problems: add(reason, f"[{sp}] {where}: {msg}")
         for r in ds.records:
@@ -681,6 +681,10 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
                 add("ambiguous_video", f"[{sp}] id {r['video_id']!r} uses {r['path']}; it also matches {', '.join(map(str, alts[:3]))}")
             # each distinct decode the split will ask for: file, window and sampling
             paths.setdefault((str(r["path"]), r.get("start"), r.get("end"), ds.max_frames, ds.sampling, ds.video_fps), r["video_id"])
+    checked = list(vids)
+    for i, a in enumerate(checked):   # every benchmark's splits are disjoint in videos: a shared one leaks into selection or test
+        for b in checked[i + 1:]:
+            for v in sorted(vids[a] & vids[b], key=str): add("split_overlap", f"video {v!r} is in both [{a}] and [{b}]")
     if decode:   # decode the very frames training and evaluation will read (a file can open and still fail to decode)
         for p, start, end, nf, samp, vfps in tqdm(sorted(paths, key=lambda k: tuple(map(str, k))), desc="decode", leave=False):
             try: read_frames(p, nf, samp, vfps, start, end)
