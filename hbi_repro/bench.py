@@ -225,18 +225,22 @@ def batch_scaling(batch_sizes: tuple = (2, 8, 32), repeats: int = 7, overrides: 
 
 def thread_scaling(threads: tuple = (1, 2), repeats: int = 7, overrides: tuple = ISSUE4, **kw) -> dict:
     "Step time of the baseline and compiled HBI V2 at each CPU thread count: at one thread the ratio is that of the work itself."
-    rows, before, ms = ["T1/Baseline", PARTS_OFF[0]], torch.get_num_threads(), {}
+    "The two rows are interleaved within a thread count; the thread counts run one after the other, fewest first."
+    rows, before, ms, kern = ["T1/Baseline", PARTS_OFF[0]], torch.get_num_threads(), {}, {}
+    threads = sorted(set(threads))
     try:
         for n in threads:
             torch.set_num_threads(n)
-            ms[n] = {k: v["step_s"] * 1e3 for k, v in time_rows(rows, profile="smoke", repeats=repeats, warmup=2, inference=False,
-                                                                  overrides=overrides, **kw)["rows"].items()}
+            res = time_rows(rows, profile="smoke", repeats=repeats, warmup=2, inference=False, overrides=overrides, **kw)["rows"]
+            ms[n] = {k: v["step_s"] * 1e3 for k, v in res.items()}
+            kern[n] = {k: v["train_kernel"] for k, v in res.items()}   # fused-train: the C++ training kernels ran
     finally: torch.set_num_threads(before)
     base, v2 = "T1/Baseline", PARTS_OFF[0][0]
     return {"step_ms": {str(n): {k: round(v, 2) for k, v in r.items()} for n, r in ms.items()},
             "ratio": {str(n): round(r[v2] / r[base], 3) for n, r in ms.items()},
             # how much faster each row runs on the most threads than on the fewest
-            "speedup": {k: round(ms[threads[0]][k] / ms[threads[-1]][k], 3) for k in (base, v2)}}
+            "speedup": {k: round(ms[threads[0]][k] / ms[threads[-1]][k], 3) for k in (base, v2)},
+            "train_kernel": {str(n): r for n, r in kern.items()}}
 
 def bench_threads(out: str = "results/bench/threads.json", threads: tuple = (1, 2), repeats: int = 9) -> dict:
     "`thread_scaling` of the issue-4 step (batch 32, 12 frames, 32 words) written with provenance."
