@@ -637,3 +637,14 @@ def test_annotation_files_are_read_as_utf8_whatever_the_locale(tmp_path):
                        cwd=Path(__file__).resolve().parent.parent)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == ascii(["naïve café", "vidéo", "crème brûlée", "vidéo1"])
+
+
+def test_data_check_counts_every_problem_beyond_the_listed_ones(tmp_path, clip_file):
+    "A dataset lists its first 1000 bad rows; `data check` still counts all of them (it used to report 1000)."
+    root = tmp_path / "didemo"
+    put_videos(root / "videos", ["c0.mp4"], clip_file)
+    good = {"video": "c0.mp4", "description": "a dog", "times": [[0, 1]]}
+    (root / "test_data.json").write_text(json.dumps([good] + [{"video": f"x{i}.mp4"} for i in range(1234)]))
+    rep = check_dataset("didemo", root, ("test",), decode=False)
+    p = rep["problems"]["malformed_row"]
+    assert p["count"] == 1234 and len(p["first"]) == 10 and p["first"][0].startswith(f"[test] {root / 'test_data.json'} [1]")

@@ -179,7 +179,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
         self.sampling, self.video_fps, self.augment = sampling, video_fps, bool(augment) and split in ("train", "trainval")
         self.seed, self.val_fraction, self.on_error, self.strict = seed, val_fraction, on_error, strict_length
         self.caption_len, self.opts, self.epoch = caption_len, kw, 0
-        self.stats = Counter(); self.problems = []
+        self.stats = Counter(); self.problems = []; self.problem_counts = Counter()
         self.cache = FrameCache(cache_dir) if cache_dir else None
         self.videos = VideoIndex(videos_dir or self.root / "videos")
         recs, token = [], _READ.set(set())
@@ -205,8 +205,8 @@ class VideoTextDataset(torch.utils.data.Dataset):
     def bad(self, where: str, msg: str, reason: str):
         "Handle one bad row: raise (default), count a skip, or collect it."
         if self.on_error == "raise": raise AnnotationError(f"{where}: {msg}")
-        self.stats[f"skipped_{reason}"] += 1
-        if len(self.problems) < 1000: self.problems.append((reason, where, msg))
+        self.stats[f"skipped_{reason}"] += 1; self.problem_counts[reason] += 1
+        if len(self.problems) < 1000: self.problems.append((reason, where, msg))   # the first 1000 listed, every one counted
 
     def load(self) -> list: raise NotImplementedError
 
@@ -663,9 +663,9 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
     if dataset not in ADAPTERS: raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ADAPTERS)}")
     cls, _ = ADAPTERS[dataset]; root = dataset_root(root, dataset)
     probs, items, paths, excluded, ambiguous, vids = {}, {}, {}, {}, set(), {}
-    def add(kind, what):
-        p = probs.setdefault(kind, {"count": 0, "first": []}); p["count"] += 1
-        if len(p["first"]) < max_report: p["first"].append(what)
+    def add(kind, what, n=1):
+        p = probs.setdefault(kind, {"count": 0, "first": []}); p["count"] += n
+        if len(p["first"]) < max_report and what is not None: p["first"].append(what)
     for sp in splits:
         token = _CHECKING.set(True)                     # lets the test split collect its problems here, and only here
         try: ds = cls(root, sp, on_error="collect", cache_dir=None, **kw)
@@ -673,7 +673,8 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
         finally: _CHECKING.reset(token)
         items[sp], vids[sp] = len(ds), {r["video_id"] for r in ds.records}
         if ds.stats.get("excluded_by_list"): excluded[sp] = ds.stats["excluded_by_list"]
-        for reason, where, msg in ds.problems: add(reason, f"[{sp}] {where}: {msg}")
+        for reason, where, msg in ds.problems: add(reason, f"[{sp}] {where}: {msg}", n=0)   # listed (a dataset keeps the first 1000)
+        for reason, n in ds.problem_counts.items(): add(reason, None, n=n)                    # and every one counted
         for r in ds.records:
             alts = [p for p in ds.videos.matches(r["video_id"], ds.video_prefixes) if p != r["path"]]
             if alts and r["video_id"] not in ambiguous:   # e.g. a raw and a compressed copy both under videos/
@@ -707,6 +708,7 @@ def data_check(dataset: Param("dataset name: msrvtt, msrvtt_caption, activitynet
                                               if rep.get("excluded_by_list") else ""))
     if not rep["problems"]: print("ok: no problems found"); return 0
     for kind, p in rep["problems"].items():
-        print(f"{kind}: {p['count']}")
+        more = f" (the first {len(p['first'])} below; --max_report N lists more)" if p["count"] > len(p["first"]) else ""
+        print(f"{kind}: {p['count']}{more}")
         for w in p["first"]: print(f"  {w}")
     return 1
