@@ -248,8 +248,9 @@ def get_config(profile: str = "synthetic",  # smoke | synthetic | paper
     "Build the config of one run: paper defaults → task → dataset → profile → preset → overrides."
     if profile not in PROFILES: raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     overrides = overrides if isinstance(overrides, dict) else list(overrides)   # read twice below
+    if preset is not None and preset not in PRESETS:
+        raise KeyError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
     p = dict(PRESETS[preset]) if preset is not None else {}
-    if preset is not None and preset not in PRESETS: raise KeyError(f"unknown preset {preset!r}")
     task = task or p.pop("task", "retrieval")
     p.pop("task", None)
     if task not in TASKS: raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")

@@ -73,3 +73,10 @@ def test_rows_from_a_finished_run_carry_its_data_checksums(tmp_path):
     assert json.loads(p.read_text())["provenance"]["splits"] == splits     # and the splits' counts
     p = save_row("figX", "smoke", "row2", None, 0, {"m": 1.0}, None, None, root=tmp_path / "res", reused_run=str(tmp_path / "none"))
     assert not {"data", "splits"} & set(json.loads(p.read_text())["provenance"])   # a run without them adds none
+
+
+def test_an_unknown_preset_is_named_with_the_known_ones():
+    "get_config with a mistyped preset says so and lists the presets (it used to raise a bare KeyError: 'NOPE')."
+    import pytest
+    from hbi_repro.config import get_config
+    with pytest.raises(KeyError, match=r"unknown preset 'NOPE'; presets: .*T1/HBI-V2"): get_config("smoke", "NOPE")
