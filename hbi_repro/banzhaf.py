@@ -567,12 +567,13 @@ def bench_banzhaf(out: str | None = "results/bench/banzhaf.json",  # result JSON
     return res
 
 @call_parse
-def bench_banzhaf_cli(out: str = "results/bench/banzhaf.json",  # where the JSON goes
+def bench_banzhaf_cli(out: str = None,                           # where the JSON goes (default results/bench/banzhaf.json; --quick: none)
                       seed: int = 0,                              # seed of the random games and samples
                       repeats: int = 3,                           # timing repeats (median)
                       threads: int = 2,                           # torch CPU threads
                       quick: Param("tiny sizes and no memory probe (a smoke test)", store_true) = False):
     "Benchmark exact / sampled / per-(i,j,sample) loop Banzhaf interaction (issue 3) and write a JSON."
     kw = dict(sizes=((2, 6, 4),), repeats=1, small=(2, 4, 3), memory=False, loop_max_iters=200) if quick else dict(repeats=repeats)
+    if out is None and not quick: out = "results/bench/banzhaf.json"   # a --quick smoke run never overwrites the committed numbers
     res = bench_banzhaf(out, seed=seed, threads=threads, **kw)
     print(json.dumps(res, indent=2))

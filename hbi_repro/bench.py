@@ -391,6 +391,8 @@ def bench_cli(which: Param("model (issue-4 CPU targets), threads (the issue-4 st
         raise SystemExit(f"--which must be model, threads, floor, table8 or video, not {which!r}")
     if which == "threads":
         print(json.dumps(bench_threads(out or "results/bench/threads.json"), indent=1)); return
+    if which == "table8" and not torch.cuda.is_available():
+        raise SystemExit("--which table8 times Table VIII on a CUDA GPU, and none is visible here; on a CPU use --which model")
     if which == "video":
         from hbi_repro.data.video import bench_video
         print(json.dumps(bench_video(out or "results/bench/video.json"), indent=1)); return

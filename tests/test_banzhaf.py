@@ -230,7 +230,7 @@ def test_coalition_value_broadcast_and_rule_c():
     assert torch.allclose(phi[0], full)
 
 
-def test_bench_quick_and_memory_probe(tmp_path):
+def test_bench_quick_and_memory_probe(tmp_path, monkeypatch):
     out = tmp_path / "b.json"
     res = bench_banzhaf(str(out), sizes=((2, 6, 4),), repeats=1, small=(2, 4, 3), memory=False, loop_max_iters=100)
     rec = json.loads(out.read_text())
@@ -238,5 +238,8 @@ def test_bench_quick_and_memory_probe(tmp_path):
     assert res["small_vs_enumerate"]["std6"]["exact_rel_err"] < 1e-6
     bench_banzhaf_cli.__wrapped__(out=str(tmp_path / "q.json"), quick=True)
     assert "B2_T6_V4" in json.loads((tmp_path / "q.json").read_text())["metrics"]["sizes"]
+    monkeypatch.chdir(tmp_path)                               # --quick without --out writes nothing (not the committed JSON)
+    bench_banzhaf_cli.__wrapped__(quick=True)
+    assert not (tmp_path / "results").exists()
     mem = _peak_memory("exact", 4, 8, 8, 10, 1)
     assert mem["peak_rss_mib"] > 0 and mem["increase_mib"] >= 0

@@ -12,6 +12,8 @@ from hbi_repro.config import get_config
 from hbi_repro.model import HBIModel
 from hbi_repro.bench import _random_features, bench_table8
 
+if any(a in ("-h", "--help") for a in sys.argv[1:]) or len(sys.argv) > 2: raise SystemExit(__doc__)
+if not torch.cuda.is_available(): raise SystemExit("tools/gpu_table8.py needs a CUDA GPU (Table VIII's GPU columns); none is visible here")
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "results/bench"); out.mkdir(parents=True, exist_ok=True)
 print(torch.__version__, torch.cuda.get_device_name(0), flush=True)
 r = bench_table8(out=str(out / "table8_gpu_bf16.json"))
