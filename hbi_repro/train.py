@@ -832,6 +832,9 @@ def config_from_dict(d: dict):
     tup = lambda v: tuple(tup(x) for x in v) if isinstance(v, list) else v
     def mk(cls, sub):
         names = {f.name for f in dataclasses.fields(cls)}
+        if set(sub) - names:   # written by another version of the kit: say what is dropped rather than drop it silently
+            import warnings
+            warnings.warn(f"config: ignoring {cls.__name__} fields this version does not know: {sorted(set(sub) - names)}")
         return cls(**{k: tup(v) for k, v in sub.items() if k in names})
     return RunConfig(model=mk(ModelConfig, d["model"]), data=mk(DataConfig, d["data"]), train=mk(TrainConfig, d["train"]),
                      eval=mk(EvalConfig, d["eval"]), profile=d.get("profile", "paper"), preset=d.get("preset"))

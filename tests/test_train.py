@@ -411,3 +411,15 @@ def test_process_group_gets_a_long_timeout(monkeypatch):
     monkeypatch.setenv("HBI_REPRO_DIST_TIMEOUT_MIN", "5")
     with pytest.raises(Stop): T.init_distributed("cpu")
     assert got[-1][1] == timedelta(minutes=5)
+
+
+def test_config_from_dict_warns_about_fields_it_drops():
+    "A config.json field this version does not know is dropped with a warning naming it, not silently."
+    import warnings
+    from hbi_repro.config import get_config, config_dict
+    d = config_dict(get_config("smoke", "T1/HBI-V2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error"); assert T.config_from_dict(d) == get_config("smoke", "T1/HBI-V2")   # a known config: no warning
+    d["model"]["old_switch"] = 1
+    with pytest.warns(UserWarning, match=r"ignoring ModelConfig fields this version does not know: \['old_switch'\]"):
+        assert T.config_from_dict(d) == get_config("smoke", "T1/HBI-V2")
