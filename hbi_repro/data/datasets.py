@@ -708,7 +708,7 @@ def data_check(dataset: Param("dataset name: msrvtt, msrvtt_caption, activitynet
                                               if rep.get("excluded_by_list") else ""))
     if not rep["problems"]: print("ok: no problems found"); return 0
     for kind, p in rep["problems"].items():
-        more = f" (the first {len(p['first'])} below; --max_report N lists more)" if p["count"] > len(p["first"]) else ""
+        more = f" (the first {len(p['first'])} below; --max_report N lists more, up to each split's first 1000)" if p["count"] > len(p["first"]) else ""
         print(f"{kind}: {p['count']}{more}")
         for w in p["first"]: print(f"  {w}")
     return 1
