@@ -648,3 +648,9 @@ def test_data_check_counts_every_problem_beyond_the_listed_ones(tmp_path, clip_f
     rep = check_dataset("didemo", root, ("test",), decode=False)
     p = rep["problems"]["malformed_row"]
     assert p["count"] == 1234 and len(p["first"]) == 10 and p["first"][0].startswith(f"[test] {root / 'test_data.json'} [1]")
+
+
+def test_data_check_of_a_folder_that_does_not_exist(tmp_path):
+    "A mistyped --root gets one line naming the folder (it used to say 'videos folder not found' for every split)."
+    rep = check_dataset("didemo", tmp_path / "nowhere", decode=False)
+    assert list(rep["problems"]) == ["missing_folder"] and f"{tmp_path / 'nowhere'} does not exist" in rep["problems"]["missing_folder"]["first"][0]

@@ -662,6 +662,10 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
     if dataset in SYNTHETIC: return {"items": {}, "problems": {}}
     if dataset not in ADAPTERS: raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ADAPTERS)}")
     cls, _ = ADAPTERS[dataset]; root = dataset_root(root, dataset)
+    if not root.is_dir():   # one clear line, not every split failing on its first missing file
+        return {"items": {}, "problems": {"missing_folder": {"count": 1, "first": [
+            f"{root} does not exist: pass --root the data folder that holds {ADAPTERS[dataset][1]}/ (or that folder itself); "
+            f"data/README.md lists the files it must contain"]}}, "excluded_by_list": {}}
     probs, items, paths, excluded, ambiguous, vids = {}, {}, {}, {}, set(), {}
     def add(kind, what, n=1):
         p = probs.setdefault(kind, {"count": 0, "first": []}); p["count"] += n
