@@ -654,3 +654,19 @@ def test_data_check_of_a_folder_that_does_not_exist(tmp_path):
     "A mistyped --root gets one line naming the folder (it used to say 'videos folder not found' for every split)."
     rep = check_dataset("didemo", tmp_path / "nowhere", decode=False)
     assert list(rep["problems"]) == ["missing_folder"] and f"{tmp_path / 'nowhere'} does not exist" in rep["problems"]["missing_folder"]["first"][0]
+
+
+def test_data_check_without_videos_still_checks_the_annotations(tmp_path):
+    "No videos/ folder: said once, and the annotation files are still read (it used to stop at the folder, split by split);"
+    "a missing annotation file that exists elsewhere under the root is pointed to."
+    root = tmp_path / "didemo"; root.mkdir()
+    good = {"video": "c0.mp4", "description": "a dog", "times": [[0, 1]]}
+    (root / "train_data.json").write_text(json.dumps([good, {"video": "c1.mp4"}]))   # row 1 lacks its description
+    (root / "old").mkdir(); (root / "old" / "test_data.json").write_text(json.dumps([good]))
+    rep = check_dataset("didemo", root, ("train", "test"), decode=False)
+    p = rep["problems"]
+    assert p["missing_folder"]["count"] == 1 and "videos folder not found" in p["missing_folder"]["first"][0]
+    assert p["malformed_row"]["count"] == 1 and p["malformed_row"]["first"][0].startswith(f"[train] {root / 'train_data.json'} [1]")
+    assert "missing_video" not in p                                   # not one per row: the folder is what is missing
+    (err,) = p["annotation_error"]["first"]
+    assert err.startswith(f"[test] annotation file not found: {root / 'test_data.json'}") and str(root / "old" / "test_data.json") in err

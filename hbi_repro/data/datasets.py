@@ -16,15 +16,18 @@ from . import synthetic as syn
 from ..provenance import file_checksum
 
 # %% auto #0
-__all__ = ['SPLITS', 'ON_ERROR', 'ANET_QA_TYPES', 'ADAPTERS', 'SYNTHETIC', 'AnnotationError', 'get_tokenizer', 'tokenize',
-           'read_lines', 'read_json', 'read_jsonl', 'read_csv', 'carve_val', 'VideoIndex', 'VideoTextDataset',
-           'MSRVTTRetrieval', 'MSRVTTCaption', 'ActivityNetParagraphs', 'DiDeMoParagraphs', 'VideoQA', 'MSVDQA',
-           'ActivityNetQA', 'SyntheticDataset', 'data_summaries', 'data_checksums', 'collate', 'synthetic_bench',
-           'dataset_root', 'build_dataset', 'check_dataset', 'data_check']
+__all__ = ['SPLITS', 'ON_ERROR', 'ANET_QA_TYPES', 'ADAPTERS', 'SYNTHETIC', 'AnnotationError', 'MissingVideosFolder',
+           'get_tokenizer', 'tokenize', 'read_lines', 'read_json', 'read_jsonl', 'read_csv', 'carve_val', 'VideoIndex',
+           'VideoTextDataset', 'MSRVTTRetrieval', 'MSRVTTCaption', 'ActivityNetParagraphs', 'DiDeMoParagraphs',
+           'VideoQA', 'MSVDQA', 'ActivityNetQA', 'SyntheticDataset', 'data_summaries', 'data_checksums', 'collate',
+           'synthetic_bench', 'dataset_root', 'build_dataset', 'check_dataset', 'data_check']
 
 # %% ../../nbs/08c_data.datasets.ipynb #51f73ddf
 class AnnotationError(ValueError):
     "A malformed or inconsistent annotation row; the message names the file and the row."
+
+class MissingVideosFolder(FileNotFoundError):
+    "A dataset's `videos/` folder does not exist (`data check` still reads the annotation files)."
 
 def get_tokenizer():
     "open_clip's CLIP BPE tokenizer, created once per process."
@@ -55,7 +58,8 @@ _READ = contextvars.ContextVar("hbi_repro_annotation_reads", default=None)   # t
 
 def _need(path: Path) -> Path:
     "The path of an annotation file that must exist; recorded for the dataset being built (its data checksums)."
-    if not Path(path).is_file(): raise FileNotFoundError(f"annotation file not found: {path} ({_README})")
+    if not Path(path).is_file():
+        e = FileNotFoundError(f"annotation file not found: {path} ({_README})"); e.missing = Path(path); raise e
     seen = _READ.get()
     if seen is not None: seen.add(Path(path))
     return Path(path)
@@ -118,7 +122,7 @@ class VideoIndex:
     "Video files under a folder, found by id: exact file name, file name without its video extension, or a compressed `<id>.<ext>.mp4`."
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        if not self.folder.is_dir(): raise FileNotFoundError(f"videos folder not found: {self.folder} ({_README})")
+        if not self.folder.is_dir(): raise MissingVideosFolder(f"videos folder not found: {self.folder} ({_README})")
         self.by_name, self.by_stem, self.by_base = {}, {}, {}   # key → every matching file, in walk order
         for root, dirs, files in os.walk(self.folder):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # skip hidden folders (e.g. a frame cache)
@@ -658,6 +662,7 @@ def build_dataset(cfg,             # hbi_repro.config.RunConfig (uses cfg.data, 
 def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val", "test"),
                   decode: bool = True, max_report: int = 10, **kw) -> dict:
     "Problems of a dataset on disk: {kind: {'count': n, 'first': [...]}} plus per-split item counts and videos left out by a split list."
+    import tempfile
     from tqdm.auto import tqdm
     if dataset in SYNTHETIC: return {"items": {}, "problems": {}}
     if dataset not in ADAPTERS: raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ADAPTERS)}")
@@ -670,11 +675,33 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
     def add(kind, what, n=1):
         p = probs.setdefault(kind, {"count": 0, "first": []}); p["count"] += n
         if len(p["first"]) < max_report and what is not None: p["first"].append(what)
-    for sp in splits:
+    def build(sp, **more):
         token = _CHECKING.set(True)                     # lets the test split collect its problems here, and only here
-        try: ds = cls(root, sp, on_error="collect", cache_dir=None, **kw)
-        except (FileNotFoundError, AnnotationError, ValueError) as e: add("annotation_error", f"[{sp}] {e}"); continue
+        try: return cls(root, sp, on_error="collect", cache_dir=None, **kw, **more)
         finally: _CHECKING.reset(token)
+    def failed(sp, e):
+        if isinstance(e, MissingVideosFolder):          # said once, not once per split
+            if "missing_folder" not in probs: add("missing_folder", str(e))
+            return
+        msg = f"[{sp}] {e}"
+        name = getattr(e, "missing", Path()).name
+        if name:                                        # the file exists elsewhere under the root: say where
+            near = sorted(str(p) for p in root.rglob(name) if p.is_file() and len(p.relative_to(root).parts) <= 3)[:3]
+            if near: msg += f"; a file of that name is at {', '.join(near)}, which is not where this dataset reads it"
+        add("annotation_error", msg)
+    for sp in splits:
+        try: ds = build(sp)
+        except (FileNotFoundError, AnnotationError, ValueError) as e:
+            failed(sp, e)
+            if not isinstance(e, MissingVideosFolder) or "videos_dir" in kw: continue
+            with tempfile.TemporaryDirectory() as empty:   # no videos: still read and check every annotation file
+                try: ds = build(sp, videos_dir=empty)
+                except (FileNotFoundError, AnnotationError, ValueError) as e2: failed(sp, e2); continue
+                for reason, where, msg in ds.problems:
+                    if reason != "missing_video": add(reason, f"[{sp}] {where}: {msg}", n=0)
+                for reason, n in ds.problem_counts.items():
+                    if reason != "missing_video": add(reason, None, n=n)
+            continue
         items[sp], vids[sp] = len(ds), {r["video_id"] for r in ds.records}
         if ds.stats.get("excluded_by_list"): excluded[sp] = ds.stats["excluded_by_list"]
         for reason, where, msg in ds.problems: add(reason, f"[{sp}] {where}: {msg}", n=0)   # listed (a dataset keeps the first 1000)
