@@ -260,6 +260,8 @@ def render_table(df: pd.DataFrame,                 # `load_rows(...)` output (on
         elif baseline_row not in order: notes = [f"No `{baseline_row}` row among the results: directions not checked."]
         else:
             notes = [f"The paper's direction holds in {held} of {total} comparisons."]
+            if profile == "smoke": notes[0] += (" Smoke profile: a tiny model tested on a handful of videos, to prove the"
+                                                " path runs; these directions are not evidence for or against the paper.")
             if fails: notes.append("It does not hold for: " + ", ".join(fails) + ".")
             if not any(_paper_value(ref, baseline_row, c, row_map) is not None for c in cols):
                 notes.append(f"The paper gives no `{base_p}` numbers for these columns.")
