@@ -247,5 +247,9 @@ def reproduce(only: Param("comma-separated artifacts, e.g. T1,F9 (default: all)"
               data_root: Param("paper profile: the datasets' root (default: the repository's data/)", str) = None,
               seeds: Param("comma-separated seeds, e.g. 0,1,2 (default: each notebook's)", str) = None):
     "Regenerate paper tables and figures by running their notebooks through papermill."
+    t0 = time.time() - 1
     outs = reproduce_notebooks(only.split(",") if only else None, profile, parameters=_cli_parameters(clip_checkpoint, data_root, seeds, profile))
-    print("wrote:\n  " + "\n  ".join(map(str, outs)) + "\nresults: results/<artifact>/<profile>/ (one JSON per row, table.md, figures)")
+    res = Path(outs[0]).parent.parent if outs else None          # results/executed/ → results/
+    folders = sorted({p.parent for p in res.glob(f"*/{profile}/*") if p.is_file() and p.stat().st_mtime >= t0}) if res else []
+    print("executed notebooks:\n  " + "\n  ".join(map(str, outs)) + "\nresults written (one JSON per row, table.md, figures):\n  "
+          + ("\n  ".join(map(str, folders)) or "none"))

@@ -80,3 +80,19 @@ def test_an_unknown_preset_is_named_with_the_known_ones():
     import pytest
     from hbi_repro.config import get_config
     with pytest.raises(KeyError, match=r"unknown preset 'NOPE'; presets: .*T1/HBI-V2"): get_config("smoke", "NOPE")
+
+
+def test_reproduce_prints_the_result_folders_it_wrote(tmp_path, monkeypatch, capsys):
+    "`hbi-repro reproduce` ends by naming the results folders its notebooks wrote (it printed a template path)."
+    import hbi_repro.experiments as E
+    res = tmp_path / "results"
+    old = res / "table6" / "smoke"; old.mkdir(parents=True); (old / "a.json").write_text("{}")
+    import os; os.utime(old / "a.json", (0, 0))                          # written long before: not this run's
+    def fake(only, profile, parameters=None):
+        d = res / "table5" / profile; d.mkdir(parents=True); (d / "table.md").write_text("x")
+        out = res / "executed" / f"run_table5-{profile}.ipynb"; out.parent.mkdir(parents=True); out.write_text("{}")
+        return [out]
+    monkeypatch.setattr(E, "reproduce_notebooks", fake)
+    E.reproduce.__wrapped__(only="T5", profile="smoke")
+    out = capsys.readouterr().out
+    assert str(res / "table5" / "smoke") in out and "table6" not in out
