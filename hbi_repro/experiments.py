@@ -158,7 +158,7 @@ def check_paper_inputs(datasets: list,            # dataset names the notebook w
     "Raise at once, naming every missing file, if the paper profile's data or weights are not where data/README.md says."
     missing = []
     if not clip_checkpoint or not Path(clip_checkpoint).exists():
-        missing.append(f"CLIP weights {clip_checkpoint!r} (pass clip_checkpoint=...; see data/README.md, 'CLIP weights')")
+        missing.append(f"CLIP weights {clip_checkpoint!r} (`hbi-repro reproduce --clip_checkpoint PATH`, or papermill `-p clip_checkpoint PATH`; see data/README.md, 'CLIP weights')")
     for d in datasets:
         folder, files = DATASET_FILES[d]
         for f in files:
