@@ -134,8 +134,10 @@ def _normalised(c: dict) -> dict:
     return config_dict(config_from_dict(c))
 
 def _same_run_config(found: dict, want: dict) -> bool:
-    "Equal configs up to the backbone path, the frozen-encoder flag that `run_rows` adds and the evaluation kernels (same scores to rounding)."
-    strip = lambda d: {**d, "model": {k: v for k, v in d["model"].items() if k != "clip_checkpoint"},
+    "Equal configs up to the backbone path, the frozen-encoder flag that `run_rows` adds, the evaluation kernels (same scores to rounding) and, for the generated synthetic data, `data.root` (never read)."
+    from hbi_repro.data.datasets import SYNTHETIC
+    data = lambda d: {k: v for k, v in d["data"].items() if not (k == "root" and d["data"].get("dataset") in SYNTHETIC)}
+    strip = lambda d: {**d, "data": data(d), "model": {k: v for k, v in d["model"].items() if k != "clip_checkpoint"},
                        "train": {k: v for k, v in d["train"].items() if k != "freeze_encoders"},
                        "eval": {k: v for k, v in d.get("eval", {}).items() if k != "kernels"}}
     keys = ("model", "data", "train", "eval")

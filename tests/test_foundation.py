@@ -96,3 +96,15 @@ def test_reproduce_prints_the_result_folders_it_wrote(tmp_path, monkeypatch, cap
     E.reproduce.__wrapped__(only="T5", profile="smoke")
     out = capsys.readouterr().out
     assert str(res / "table5" / "smoke") in out and "table6" not in out
+
+
+def test_synthetic_runs_are_reused_whatever_data_root_says():
+    "The generated synthetic data never reads data.root, so two runs that differ only there are the same run (figure"
+    "notebooks and the alignment study passed different roots and so trained separate copies); real datasets still differ."
+    from hbi_repro.analysis import _same_run_config
+    from hbi_repro.config import get_config, config_dict
+    cfg = lambda *o: config_dict(get_config("synthetic", "T1/HBI-V2", overrides=list(o)))
+    assert _same_run_config(cfg("data.root=data"), cfg("data.root=../data"))
+    assert not _same_run_config(cfg("data.root=data"), cfg("data.root=../data", "data.seed=7"))
+    real = lambda r: config_dict(get_config("paper", "T1/HBI-V2", overrides=["data.dataset=msrvtt", f"data.root={r}"]))
+    assert not _same_run_config(real("data"), real("../data"))
