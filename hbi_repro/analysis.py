@@ -31,16 +31,20 @@ def pointing_accuracy(maps: torch.Tensor,       # (B, T, V) word × frame scores
                       t_mask: torch.Tensor,     # (B, T) bool valid words
                       v_mask: torch.Tensor,     # (B, V) bool valid frames
                      ) -> tuple[float, int]:    # (accuracy, number of aligned words)
-    "Share of aligned words whose best-scoring valid frame lies inside their event span."
+    "Share of aligned words whose best-scoring valid frame lies inside their event span (a tie for the best frame: the share of the tied frames inside)."
     _check_map(maps, alignment, t_mask, v_mask)
     rows = _aligned_rows(alignment, t_mask, v_mask)
     m = maps.float().masked_fill(~v_mask[:, None, :], float("-inf"))
-    hit = alignment.gather(-1, m.argmax(-1, keepdim=True))[..., 0] > 0
+    if not torch.isfinite(m[rows][v_mask[:, None, :].expand_as(m)[rows]]).all():
+        raise ValueError("maps has NaN or infinite scores at valid cells of aligned words")
+    top = (m == m.amax(-1, keepdim=True)) & v_mask[:, None, :]              # every best valid frame of each word
+    hit = ((alignment > 0) & top).sum(-1) / top.sum(-1).clamp_min(1)
     n = int(rows.sum())
     return (float(hit[rows].float().mean()) if n else float("nan")), n
 
 def pointing_chance(alignment: torch.Tensor, t_mask: torch.Tensor, v_mask: torch.Tensor) -> float:
     "Expected pointing accuracy of a map that picks a valid frame uniformly at random."
+    _check_map(alignment.float(), alignment, t_mask, v_mask)
     rows = _aligned_rows(alignment, t_mask, v_mask)
     frac = ((alignment > 0) & v_mask[:, None, :]).sum(-1) / v_mask.sum(-1, keepdim=True).clamp_min(1)
     return float(frac[rows].float().mean()) if rows.any() else float("nan")
