@@ -35,7 +35,7 @@ def pointing_accuracy(maps: torch.Tensor,       # (B, T, V) word × frame scores
     _check_map(maps, alignment, t_mask, v_mask)
     rows = _aligned_rows(alignment, t_mask, v_mask)
     m = maps.float().masked_fill(~v_mask[:, None, :], float("-inf"))
-    if not torch.isfinite(m[rows][v_mask[:, None, :].expand_as(m)[rows]]).all():
+    if not torch.isfinite(m[rows[:, :, None] & v_mask[:, None, :]]).all():
         raise ValueError("maps has NaN or infinite scores at valid cells of aligned words")
     top = (m == m.amax(-1, keepdim=True)) & v_mask[:, None, :]              # every best valid frame of each word
     hit = ((alignment > 0) & top).sum(-1) / top.sum(-1).clamp_min(1)

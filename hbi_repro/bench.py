@@ -199,11 +199,16 @@ PARTS_OFF = [("HBI-V2 compiled", "T1/HBI-V2", COMPILED),     # the issue-4 step 
              ("no self-distillation", "T1/HBI-V2", (*COMPILED, "model.distill=[]")),
              ("entity level only", "T1/HBI-V2", (*COMPILED, 'model.levels=["entity"]', 'model.infer_levels=["entity"]', "model.distill=[]"))]
 
+def _step_rows(rows, repeats, overrides, **kw) -> dict:
+    "`time_rows` of the tiny model's training step only (no inference): {row: its result}, with `step_ms` added."
+    res = time_rows(rows, profile="smoke", repeats=repeats, warmup=2, inference=False, overrides=overrides, **kw)
+    for r in res["rows"].values(): r["step_ms"] = r["step_s"] * 1e3
+    return res
+
 def parts_off(batch_size: int = 32, repeats: int = 7, overrides: tuple = ISSUE4, **kw) -> dict:
     "What each part of HBI V2 costs in the training step: the step with that part switched off, beside the baseline."
-    res = time_rows(["T1/Baseline", *PARTS_OFF], profile="smoke", batch_size=batch_size, repeats=repeats, warmup=2,
-                    inference=False, overrides=overrides, **kw)
-    ms = {k: v["step_s"] * 1e3 for k, v in res["rows"].items()}
+    res = _step_rows(["T1/Baseline", *PARTS_OFF], repeats, overrides, batch_size=batch_size, **kw)
+    ms = {k: v["step_ms"] for k, v in res["rows"].items()}
     full, base = ms["HBI-V2 compiled"], ms["T1/Baseline"]
     res["summary"] = {"baseline_ms": round(base, 2), "hbi_v2_ms": round(full, 2), "ratio": round(full / base, 3),
                       "over_1.5x_budget_ms": round(full - 1.5 * base, 2),   # what would have to go for the issue-4 target
@@ -214,8 +219,7 @@ def parts_off(batch_size: int = 32, repeats: int = 7, overrides: tuple = ISSUE4,
 def batch_scaling(batch_sizes: tuple = (2, 8, 32), repeats: int = 7, overrides: tuple = ISSUE4, **kw) -> dict:
     "Step time against batch size for the baseline and compiled HBI V2, with a least-squares line: fixed ms + ms per example."
     rows = ["T1/Baseline", PARTS_OFF[0]]
-    ms = {b: {k: v["step_s"] * 1e3 for k, v in time_rows(rows, profile="smoke", batch_size=b, repeats=repeats, warmup=2,
-                                                          inference=False, overrides=overrides, **kw)["rows"].items()}
+    ms = {b: {k: v["step_ms"] for k, v in _step_rows(rows, repeats, overrides, batch_size=b, **kw)["rows"].items()}
           for b in batch_sizes}
     fit = {}
     for name in ms[batch_sizes[0]]:
@@ -224,15 +228,15 @@ def batch_scaling(batch_sizes: tuple = (2, 8, 32), repeats: int = 7, overrides: 
     return {"step_ms": {str(b): {k: round(v, 2) for k, v in r.items()} for b, r in ms.items()}, "fit": fit}
 
 def thread_scaling(threads: tuple = (1, 2), repeats: int = 7, overrides: tuple = ISSUE4, **kw) -> dict:
-    "Step time of the baseline and compiled HBI V2 at each CPU thread count: at one thread the ratio is that of the work itself."
-    "The two rows are interleaved within a thread count; the thread counts run one after the other, fewest first."
+    """Step time of the baseline and compiled HBI V2 at each CPU thread count: at one thread the ratio is that of the work
+    itself. The two rows are interleaved within a thread count; the thread counts run one after the other, fewest first."""
     rows, before, ms, kern = ["T1/Baseline", PARTS_OFF[0]], torch.get_num_threads(), {}, {}
     threads = sorted(set(threads))
     try:
         for n in threads:
             torch.set_num_threads(n)
-            res = time_rows(rows, profile="smoke", repeats=repeats, warmup=2, inference=False, overrides=overrides, **kw)["rows"]
-            ms[n] = {k: v["step_s"] * 1e3 for k, v in res.items()}
+            res = _step_rows(rows, repeats, overrides, **kw)["rows"]
+            ms[n] = {k: v["step_ms"] for k, v in res.items()}
             kern[n] = {k: v["train_kernel"] for k, v in res.items()}   # fused-train: the C++ training kernels ran
     finally: torch.set_num_threads(before)
     base, v2 = "T1/Baseline", PARTS_OFF[0][0]

@@ -14,8 +14,8 @@ from .provenance import atomic_write_text, write_result
 
 # %% auto #0
 __all__ = ['ROMAN', 'REFERENCE_COLUMNS', 'LONG_COLUMNS', 'LOWER_IS_BETTER', 'table_id', 'reference_path', 'load_reference',
-           'results_dir', 'safe_name', 'run_data_checksums', 'save_row', 'flat_metrics', 'load_rows', 'render_table',
-           'write_table', 'plot_bars']
+           'results_dir', 'safe_name', 'run_provenance', 'run_data_checksums', 'save_row', 'flat_metrics', 'load_rows',
+           'render_table', 'write_table', 'plot_bars']
 
 # %% ../nbs/11_results.ipynb #1bffb723
 ROMAN = ("I", "II", "III", "IV", "V", "VI", "VII", "VIII")
@@ -90,11 +90,14 @@ def safe_name(row_name: str) -> str:
     return s
 
 # %% ../nbs/11_results.ipynb #26f1ebc7
-def run_data_checksums(run_dir, key: str = "data") -> dict | None:
-    "The data checksums (`key=\"splits\"`: the splits' counts) a finished training run recorded in its `summary.json`; None for runs made before they were recorded."
-    f = Path(run_dir) / "summary.json"
-    try: return json.loads(f.read_text()).get("provenance", {}).get(key)
-    except (OSError, ValueError): return None
+def run_provenance(run_dir) -> dict:
+    "The provenance a finished training run recorded in its `summary.json` (data checksums, split counts, ...); {} if none."
+    try: return json.loads((Path(run_dir) / "summary.json").read_text()).get("provenance", {})
+    except (OSError, ValueError): return {}
+
+def run_data_checksums(run_dir) -> dict | None:
+    "The data checksums a finished training run recorded in its `summary.json` (None for runs made before they were recorded)."
+    return run_provenance(run_dir).get("data")
 
 def save_row(artifact: str, profile: str,
              row_name: str,              # the row as the table shows it ('HBI V2', 'row3', 'E->A + E->O')
@@ -110,10 +113,9 @@ def save_row(artifact: str, profile: str,
     if config and config.get("profile") not in (None, profile):
         raise ValueError(f"row {row_name!r}: config.profile={config['profile']!r} but it is being saved under profile {profile!r}")
     run = extra.get("run_dir") or extra.get("reused_run")   # a row computed from a finished training run:
-    for key in ("data", "splits"):                           # the run's data checksums and split counts (summary.json), when it has them
-        if key not in extra and run:
-            got = run_data_checksums(run, key)
-            if got: extra[key] = got
+    if run:                                                  # the run's data checksums and split counts (summary.json), when it has them
+        prov = run_provenance(run)
+        extra.update({k: prov[k] for k in ("data", "splits") if k not in extra and prov.get(k)})
     path = results_dir(artifact, profile, root) / f"{safe_name(row_name)}__seed{seed}.json"
     if path.exists():
         old = json.loads(path.read_text()).get("provenance", {}).get("row")

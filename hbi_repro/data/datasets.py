@@ -17,10 +17,11 @@ from ..provenance import file_checksum
 
 # %% auto #0
 __all__ = ['SPLITS', 'ON_ERROR', 'ANET_QA_TYPES', 'ADAPTERS', 'SYNTHETIC', 'AnnotationError', 'MissingVideosFolder',
-           'get_tokenizer', 'tokenize', 'read_lines', 'read_json', 'read_jsonl', 'read_csv', 'carve_val', 'VideoIndex',
-           'VideoTextDataset', 'MSRVTTRetrieval', 'MSRVTTCaption', 'ActivityNetParagraphs', 'DiDeMoParagraphs',
-           'VideoQA', 'MSVDQA', 'ActivityNetQA', 'SyntheticDataset', 'data_summaries', 'data_checksums', 'collate',
-           'synthetic_bench', 'dataset_root', 'build_dataset', 'check_dataset', 'data_check']
+           'MissingAnnotationFile', 'get_tokenizer', 'tokenize', 'read_lines', 'read_json', 'read_jsonl', 'read_csv',
+           'carve_val', 'VideoIndex', 'VideoTextDataset', 'MSRVTTRetrieval', 'MSRVTTCaption', 'ActivityNetParagraphs',
+           'DiDeMoParagraphs', 'VideoQA', 'MSVDQA', 'ActivityNetQA', 'SyntheticDataset', 'data_summaries',
+           'data_checksums', 'collate', 'synthetic_bench', 'dataset_root', 'build_dataset', 'check_dataset',
+           'data_check']
 
 # %% ../../nbs/08c_data.datasets.ipynb #51f73ddf
 class AnnotationError(ValueError):
@@ -28,6 +29,12 @@ class AnnotationError(ValueError):
 
 class MissingVideosFolder(FileNotFoundError):
     "A dataset's `videos/` folder does not exist (`data check` still reads the annotation files)."
+
+class MissingAnnotationFile(FileNotFoundError):
+    "An annotation file a split needs does not exist (`path`: which one; `data check` looks for it elsewhere)."
+    def __init__(self, path):
+        self.path = Path(path)
+        super().__init__(f"annotation file not found: {path} ({_README})")
 
 def get_tokenizer():
     "open_clip's CLIP BPE tokenizer, created once per process."
@@ -58,8 +65,7 @@ _READ = contextvars.ContextVar("hbi_repro_annotation_reads", default=None)   # t
 
 def _need(path: Path) -> Path:
     "The path of an annotation file that must exist; recorded for the dataset being built (its data checksums)."
-    if not Path(path).is_file():
-        e = FileNotFoundError(f"annotation file not found: {path} ({_README})"); e.missing = Path(path); raise e
+    if not Path(path).is_file(): raise MissingAnnotationFile(path)
     seen = _READ.get()
     if seen is not None: seen.add(Path(path))
     return Path(path)
@@ -679,33 +685,35 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
         token = _CHECKING.set(True)                     # lets the test split collect its problems here, and only here
         try: return cls(root, sp, on_error="collect", cache_dir=None, **kw, **more)
         finally: _CHECKING.reset(token)
+    elsewhere = {}                                      # file name → where it is under the root (searched once)
     def failed(sp, e):
         if isinstance(e, MissingVideosFolder):          # said once, not once per split
             if "missing_folder" not in probs: add("missing_folder", str(e))
             return
         msg = f"[{sp}] {e}"
-        name = getattr(e, "missing", Path()).name
-        if name:                                        # the file exists elsewhere under the root: say where
-            near = sorted(str(p) for p in root.rglob(name) if p.is_file() and len(p.relative_to(root).parts) <= 3)[:3]
-            if near: msg += f"; a file of that name is at {', '.join(near)}, which is not where this dataset reads it"
+        if isinstance(e, MissingAnnotationFile):        # the file exists elsewhere under the root: say where
+            name = e.path.name
+            if name not in elsewhere:
+                elsewhere[name] = sorted(str(p) for p in root.rglob(name) if p.is_file() and len(p.relative_to(root).parts) <= 3)[:3]
+            if elsewhere[name]: msg += f"; a file of that name is at {', '.join(elsewhere[name])}, which is not where this dataset reads it"
         add("annotation_error", msg)
+    def report(sp, ds, skip=()):                        # a split's problems: the first ones listed, every one counted
+        for reason, where, msg in ds.problems:
+            if reason not in skip: add(reason, f"[{sp}] {where}: {msg}", n=0)
+        for reason, n in ds.problem_counts.items():
+            if reason not in skip: add(reason, None, n=n)
     for sp in splits:
         try: ds = build(sp)
         except (FileNotFoundError, AnnotationError, ValueError) as e:
             failed(sp, e)
             if not isinstance(e, MissingVideosFolder) or "videos_dir" in kw: continue
             with tempfile.TemporaryDirectory() as empty:   # no videos: still read and check every annotation file
-                try: ds = build(sp, videos_dir=empty)
-                except (FileNotFoundError, AnnotationError, ValueError) as e2: failed(sp, e2); continue
-                for reason, where, msg in ds.problems:
-                    if reason != "missing_video": add(reason, f"[{sp}] {where}: {msg}", n=0)
-                for reason, n in ds.problem_counts.items():
-                    if reason != "missing_video": add(reason, None, n=n)
+                try: report(sp, build(sp, videos_dir=empty), skip=("missing_video",))   # the folder is what is missing
+                except (FileNotFoundError, AnnotationError, ValueError) as e2: failed(sp, e2)
             continue
         items[sp], vids[sp] = len(ds), {r["video_id"] for r in ds.records}
         if ds.stats.get("excluded_by_list"): excluded[sp] = ds.stats["excluded_by_list"]
-        for reason, where, msg in ds.problems: add(reason, f"[{sp}] {where}: {msg}", n=0)   # listed (a dataset keeps the first 1000)
-        for reason, n in ds.problem_counts.items(): add(reason, None, n=n)                    # and every one counted
+        report(sp, ds)
         for r in ds.records:
             alts = [p for p in ds.videos.matches(r["video_id"], ds.video_prefixes) if p != r["path"]]
             if alts and r["video_id"] not in ambiguous:   # e.g. a raw and a compressed copy both under videos/
