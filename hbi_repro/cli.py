@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_cli.ipynb #2c0fa384
 from __future__ import annotations
-import sys
+import os, sys, traceback
 from fastcore.script import call_parse, anno_parser, Param, store_true
 
 COMMANDS: dict = {}
@@ -21,7 +21,7 @@ def _lazy(name: str, module: str, attr: str):
     COMMANDS.setdefault(name, (module, attr))
 
 # %% auto #0
-__all__ = ['COMMANDS', 'LAZY', 'subcommand', 'info', 'main']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'LAZY', 'subcommand', 'info', 'main', 'user_error_line']
 
 # %% ../nbs/12_cli.ipynb #8b0c88cc
 @subcommand("info")
@@ -63,8 +63,25 @@ def main(argv: list | None = None):
     func = getattr(f, "__wrapped__", f)
     args = vars(anno_parser(func, prog=f"hbi-repro {name}").parse_args(rest))
     for k in ("pdb", "xtra"): args.pop(k, None)  # fastcore's built-in flags, not the function's
-    out = func(**args)
+    try: out = func(**args)
+    except Exception as e:
+        if not _is_user_error(e) or os.environ.get("HBI_REPRO_TRACEBACK"): raise
+        print(user_error_line(name, e), file=sys.stderr)
+        return 2
     return out if isinstance(out, int) else 0
+
+USER_ERRORS = (ValueError, KeyError, OSError)   # bad arguments, configs, files: the kit raises these with a message that says what to fix
+
+def _is_user_error(e: BaseException) -> bool:
+    # the kit's own error classes (e.g. VideoError, AnnotationError) count too; a RuntimeError from torch does not
+    return isinstance(e, USER_ERRORS) or type(e).__module__.startswith("hbi_repro")
+
+def user_error_line(name: str, e: BaseException) -> str:
+    "What `main` prints instead of a traceback: the message, and where it was raised (a bug still shows where it is)."
+    msg = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else str(e)   # str(KeyError) adds quotes
+    where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    at = f"raised at {os.path.basename(where.filename)}:{where.lineno}; " if where else ""
+    return f"hbi-repro {name}: {type(e).__name__}: {msg}\n  ({at}HBI_REPRO_TRACEBACK=1 shows the traceback)"
 
 # %% ../nbs/12_cli.ipynb #3c27f4c6
 LAZY = {

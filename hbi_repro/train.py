@@ -866,7 +866,7 @@ def train_cli(task: Param("retrieval, qa or caption", str),
     if dist_env()[0] == 0: print(json.dumps(s, indent=2, default=str))
 
 @call_parse
-def eval_cli(run_dir: Param("a train run folder (required)", str) = None,
+def eval_cli(run_dir: Param("a train run folder", str, required=True) = None,
              ckpt: Param("best or last", str) = "best",
              split: Param("test or val", str) = "test"):
     "Evaluate a checkpoint of a finished run on a split and print the metrics as JSON."
