@@ -670,3 +670,26 @@ def test_data_check_without_videos_still_checks_the_annotations(tmp_path):
     assert "missing_video" not in p                                   # not one per row: the folder is what is missing
     (err,) = p["annotation_error"]["first"]
     assert err.startswith(f"[test] annotation file not found: {root / 'test_data.json'}") and str(root / "old" / "test_data.json") in err
+
+
+def test_data_check_says_how_each_split_was_made(tmp_path, clip_file):
+    "The fallbacks the files alone do not show: a val carved from train, and where the answer vocabulary comes from."
+    root = msrvtt_root(tmp_path, clip_file)   # MSR-VTT has no val file: val is carved from the 9k train videos
+    rep = check_dataset("msrvtt", root, decode=False)
+    assert rep["problems"] == {} and set(rep["notes"]) == {"train", "val"}          # test is the JSFusion file itself
+    assert rep["notes"]["val"] == ["no val file: val is 10% of the train videos, drawn with data.seed=0, and train is the rest"]
+    out = io.StringIO()
+    with redirect_stdout(out): data_check("msrvtt", str(root), no_decode=True)
+    assert "[val] no val file: val is 10% of the train videos" in out.getvalue()
+    qa = qa_root(tmp_path, clip_file)          # a val file and train_ans2label.json: nothing carved, the vocabulary file named
+    rep = check_dataset("msrvtt_qa", qa, decode=False)
+    assert rep["notes"] == {sp: ["answer vocabulary: train_ans2label.json (3 answers)"] for sp in ("train", "val", "test")}
+    (qa / "qa" / "train_ans2label.json").unlink(); (qa / "qa" / "val.jsonl").unlink()
+    ds = VideoQA(qa, "val", **KW)
+    assert ds.summary()["notes"] == ["answer vocabulary: the 2 most frequent train answers (no train_ans2label.json); "
+                                     "answers outside it count as wrong",
+                                     "no val file: val is 10% of the train videos (with all their questions), drawn with "
+                                     "data.seed=0, and train is the rest"]
+    (qa / "qa" / "train.jsonl").unlink()       # the test split needs the train file for its vocabulary, and says why
+    with pytest.raises(FileNotFoundError, match="the test split too takes its answer vocabulary from the train answers"):
+        VideoQA(qa, "test", **KW)

@@ -32,9 +32,9 @@ class MissingVideosFolder(FileNotFoundError):
 
 class MissingAnnotationFile(FileNotFoundError):
     "An annotation file a split needs does not exist (`path`: which one; `data check` looks for it elsewhere)."
-    def __init__(self, path):
+    def __init__(self, path, why: str = ""):   # why: when the split needs a file of another split
         self.path = Path(path)
-        super().__init__(f"annotation file not found: {path} ({_README})")
+        super().__init__(f"annotation file not found: {path}{'; ' + why if why else ''} ({_README})")
 
 def get_tokenizer():
     "open_clip's CLIP BPE tokenizer, created once per process."
@@ -190,6 +190,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
         self.seed, self.val_fraction, self.on_error, self.strict = seed, val_fraction, on_error, strict_length
         self.caption_len, self.opts, self.epoch = caption_len, kw, 0
         self.stats = Counter(); self.problems = []; self.problem_counts = Counter()
+        self.notes = []                              # how the split was made where the files alone do not say (`note`)
         self.cache = FrameCache(cache_dir) if cache_dir else None
         self.videos = VideoIndex(videos_dir or self.root / "videos")
         recs, token = [], _READ.set(set())
@@ -220,10 +221,20 @@ class VideoTextDataset(torch.utils.data.Dataset):
 
     def load(self) -> list: raise NotImplementedError
 
+    def note(self, text: str):
+        "Record how this split was made (a fallback, where a vocabulary came from): in `summary()` and `hbi-repro data check`."
+        if text not in self.notes: self.notes.append(text)
+
+    def note_carved(self, what: str = "train videos"):
+        if self.split in ("train", "val"):
+            self.note(f"no val file: val is {self.val_fraction:.0%} of the {what}, drawn with data.seed={self.seed}, "
+                      f"and train is the rest")
+
     def split_ids(self, train_ids) -> set:
         "The training video ids of this split: train minus the carved val, the carved val, or all."
         train_ids = list(train_ids)
         if self.split == "trainval": return set(train_ids)
+        self.note_carved()
         val = carve_val(train_ids, self.val_fraction, self.seed)
         return val if self.split == "val" else set(train_ids) - val
 
@@ -253,8 +264,8 @@ class VideoTextDataset(torch.utils.data.Dataset):
         return item
 
     def summary(self) -> dict:
-        "Counts for the run's provenance: items, videos, truncated texts, OOV answers, skipped rows per reason."
-        return {"dataset": self.name, "split": self.split, **dict(self.stats)}
+        "Counts for the run's provenance: items, videos, truncated texts, OOV answers, skipped rows per reason; and the notes."
+        return {"dataset": self.name, "split": self.split, **dict(self.stats), **({"notes": list(self.notes)} if self.notes else {})}
 
     def _key(self, p: Path) -> str:
         "`<adapter name>/<path relative to the dataset folder>` (symlinks not followed), else the path as given."
@@ -393,6 +404,7 @@ class DiDeMoParagraphs(VideoTextDataset):
         carve = not has_val and self.split in ("train", "val")     # no val file: val is carved from train_data.json
         paras = self._paragraphs("train" if carve or self.split == "trainval" else self.split)
         if carve:
+            self.note_carved("videos of train_data.json")
             val = carve_val(list(paras), self.val_fraction, self.seed)
             paras = {v: p for v, p in paras.items() if (v in val) == (self.split == "val")}
         if self.split == "trainval" and has_val:                    # train + the val file, as trainval means everywhere
@@ -459,9 +471,16 @@ class VideoQA(VideoTextDataset):
         if f.is_file():
             a2l = read_json(f)
             if not isinstance(a2l, dict): raise AnnotationError(f"{f}: expected a JSON object answer -> label")
+            self.note(f"answer vocabulary: {f.name} ({len(a2l)} answers)")
             return _check_labels(a2l, f)
-        cnt = Counter(r[3] for r in self.qa_rows("train"))
+        try: cnt = Counter(r[3] for r in self.qa_rows("train"))
+        except MissingAnnotationFile as e:
+            if self.split in ("train", "trainval"): raise
+            raise MissingAnnotationFile(e.path, f"with no {f.name}, the {self.split} split too takes its answer vocabulary "
+                                                f"from the train answers") from None
         top = sorted(cnt.items(), key=lambda kv: (-kv[1], kv[0]))[: self.opts.get("num_answers", 1500)]
+        self.note(f"answer vocabulary: the {len(top)} most frequent train answers (no {f.name}); "
+                  f"answers outside it count as wrong")
         return {a: i for i, (a, _) in enumerate(top)}
 
     def load(self) -> list:
@@ -473,6 +492,7 @@ class VideoQA(VideoTextDataset):
         else:
             rows = self.qa_rows("train")
             if not self.has_val_file() and self.split != "trainval":
+                self.note_carved("train videos (with all their questions)")
                 val = carve_val([r[1] for r in rows], self.val_fraction, self.seed)
                 rows = [r for r in rows if (r[1] in val) == (self.split == "val")]
             elif self.split == "trainval" and self.has_val_file(): rows = rows + self.qa_rows("val")
@@ -677,7 +697,7 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
         return {"items": {}, "problems": {"missing_folder": {"count": 1, "first": [
             f"{root} does not exist: pass --root the data folder that holds {ADAPTERS[dataset][1]}/ (or that folder itself); "
             f"data/README.md lists the files it must contain"]}}, "excluded_by_list": {}}
-    probs, items, paths, excluded, ambiguous, vids = {}, {}, {}, {}, set(), {}
+    probs, items, paths, excluded, ambiguous, vids, notes = {}, {}, {}, {}, set(), {}, {}
     def add(kind, what, n=1):
         p = probs.setdefault(kind, {"count": 0, "first": []}); p["count"] += n
         if len(p["first"]) < max_report and what is not None: p["first"].append(what)
@@ -698,6 +718,7 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
             if elsewhere[name]: msg += f"; a file of that name is at {', '.join(elsewhere[name])}, which is not where this dataset reads it"
         add("annotation_error", msg)
     def report(sp, ds, skip=()):                        # a split's problems: the first ones listed, every one counted
+        if ds.notes: notes[sp] = list(ds.notes)         # and how it was made (carved val, answer vocabulary)
         for reason, where, msg in ds.problems:
             if reason not in skip: add(reason, f"[{sp}] {where}: {msg}", n=0)
         for reason, n in ds.problem_counts.items():
@@ -732,7 +753,7 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
             except VideoError as e:
                 s = str(e)
                 add("zero_length_video" if ("zero frames" in s or "zero fps" in s or "empty file" in s) else "unreadable_video", s)
-    return {"items": items, "videos": len({k[0] for k in paths}), "problems": probs, "excluded_by_list": excluded}
+    return {"items": items, "videos": len({k[0] for k in paths}), "problems": probs, "excluded_by_list": excluded, "notes": notes}
 
 @call_parse
 def data_check(dataset: Param("dataset name: msrvtt, msrvtt_caption, activitynet, didemo, msrvtt_qa, msvd_qa, activitynet_qa", str),
@@ -745,6 +766,8 @@ def data_check(dataset: Param("dataset name: msrvtt, msrvtt_caption, activitynet
     print(f"{dataset} at {dataset_root(root, dataset) if dataset in ADAPTERS else root}: items per split {rep['items']}, "
           f"{rep.get('videos', 0)} videos" + (f"; annotated videos left out by the split lists: {rep['excluded_by_list']}"
                                               if rep.get("excluded_by_list") else ""))
+    for sp, ns in rep.get("notes", {}).items():
+        for n in ns: print(f"[{sp}] {n}")
     if not rep["problems"]: print("ok: no problems found"); return 0
     for kind, p in rep["problems"].items():
         more = f" (the first {len(p['first'])} below; --max_report N lists more, up to each split's first 1000)" if p["count"] > len(p["first"]) else ""
