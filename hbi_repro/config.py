@@ -37,7 +37,7 @@ class ModelConfig:
     header_planes: int = 64                # channels of the header (official P=64)
     distill: tuple = (("entity", "action"), ("entity", "event"))  # Table VII: self-distillation teacher→student pairs (Eq. 15)
     distill_temperature: float = 0.01      # temperature of the Eq. 15 distributions (paper τ; official: none)
-    infer_levels: tuple = LEVELS           # levels whose S are summed at inference (paper silent; official: entity only)
+    infer_levels: tuple = LEVELS           # retrieval: levels whose S are summed at inference (paper silent; official: entity only); QA averages every built level's logits, captioning decodes from the entity level
     logit_scale_init: float = 100.0        # 1/τ with τ = 0.01 (§4.1)
     logit_scale_max: float = 100.0         # clamp of the learnable logit scale (CLIP convention)
     compat: str = "paper"                  # "paper" = the paper's equations; "official" = the official code's quirks

@@ -116,7 +116,7 @@ class WeightedAttention(nn.Module):
         self.q, self.kv, self.proj = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
 
     def forward(self, q: torch.Tensor,     # (B, K, D) merged tokens (queries)
-                x: torch.Tensor,           # (B, N, D) original tokens (keys, values)
+                x: torch.Tensor,           # (B, N, D) the tokens being merged (keys, values; TokenMerge passes the convolved x')
                 w: torch.Tensor,           # (B, N) raw token weights W
                 mask: torch.Tensor,        # (B, N) bool key mask
                ) -> torch.Tensor:          # (B, K, D) attention output (without the residual)

@@ -143,6 +143,11 @@ class HBIModel(nn.Module):
         self.cfg, m = cfg, cfg.model
         if m.header not in ("none", "mlp", "cnn", "mlp_sa", "cnn_sa"): raise ValueError(f"unknown header {m.header!r}")
         if m.banzhaf_target not in ("exact", "sampled", "learned"): raise ValueError(f"unknown banzhaf_target {m.banzhaf_target!r}")
+        if m.compat not in ("paper", "official"): raise ValueError(f"model.compat must be 'paper' or 'official', got {m.compat!r}")
+        if m.compat == "official" and m.reconstruction:   # else Eq. 12 on reconstructed tokens would silently keep the paper's padding rule
+            raise ValueError("model.compat='official' reproduces the official HBI code, which has no representation "
+                             "reconstruction, and its Eq. 12 padding rule is not defined for reconstructed tokens: "
+                             "set model.reconstruction=false (HBI) or model.compat='paper'")
         for sec in ("eval", "train"):
             if getattr(cfg, sec).kernels not in KERNELS: raise ValueError(f"{sec}.kernels must be one of {KERNELS}, got {getattr(cfg, sec).kernels!r}")
         if cfg.train.kernels == "compiled" and m.reconstruction:   # build and check the C++ training kernels now, not inside a training step

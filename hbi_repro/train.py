@@ -811,7 +811,7 @@ def collect_similarities(model, loader, device, max_batches: int | None = None, 
     return tuple(cat_padded(list(xs)) for xs in zip(*parts))
 
 def pretrain_estimator(model, loader, cfg,
-                       target: str = "exact",   # "exact" | "sampled" Banzhaf targets
+                       target: str = "exact",   # "exact" | "sampled" Banzhaf targets (Eq. 1) | "official": the official estimand, sampled
                        steps: int = 1000,       # estimator optimisation steps
                        out_path: str | Path | None = None,  # where the estimator's state_dict goes
                        device=None, max_batches: int | None = None, seed: int | None = None):
@@ -895,7 +895,7 @@ def eval_cli(run_dir: Param("a train run folder", str, required=True) = None,
 def pretrain_estimator_cli(profile: Param("smoke, synthetic or paper", str) = "synthetic",
                            preset: Param("a PRESETS name", str) = None,
                            set: Param("config overrides key=value ...", str, nargs="*") = None,
-                           target: Param("exact or sampled", str) = "exact",
+                           target: Param("exact or sampled (Eq. 1), or official (the official code's estimand, sampled, ×1000)", str) = "exact",
                            steps: Param("estimator training steps", int) = 1000,
                            max_batches: Param("similarity batches to collect (default all)", int) = None,
                            out: Param("estimator checkpoint path", str) = "runs/estimator.pt"):

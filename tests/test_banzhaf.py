@@ -208,6 +208,24 @@ def test_estimator_beats_constant_on_heldout():
     assert rep_s["heldout_mse_vs_exact"] < rep_s["heldout_mse_constant"], rep_s
 
 
+def test_estimator_on_the_official_estimand(monkeypatch):
+    "target='official' fits the official estimand (sampled: it has no polynomial form) and reports against those targets."
+    import hbi_repro.banzhaf as bz
+    calls, real = [], bz.banzhaf_interaction
+    def spy(*a, **k):
+        calls.append((k.get("method", "exact"), k.get("variant", "paper"))); return real(*a, **k)
+    monkeypatch.setattr(bz, "banzhaf_interaction", spy)
+    data = random_game(40, 5, 4, generator=gen(21))
+    model, rep = bz.train_estimator(*data.values(), target="official", num_samples=20, steps=5, planes=4, generator=gen(22))
+    assert calls == [("sampled", "official")]                     # no Eq. 1 target, exact or sampled
+    assert rep["reference"] == "official sampled targets" and "heldout_mse_vs_official_targets" in rep
+    assert "heldout_mse_vs_exact" not in rep
+    off = real(*data.values(), method="sampled", num_samples=20, generator=gen(22), variant="official")
+    assert model.out_scale > 100 * real(*data.values()).std()    # it learnt the ×1000 scale of the official targets
+    assert off.abs().max() > 100 * real(*data.values()).abs().max()
+    with pytest.raises(ValueError, match="target must be one of"): bz.train_estimator(*data.values(), target="Official")
+
+
 def test_bad_inputs():
     game = random_game(2, 4, 3, generator=gen(20))
     with pytest.raises(ValueError, match="method"): banzhaf_interaction(**game, method="magic")

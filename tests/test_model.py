@@ -238,12 +238,21 @@ def test_load_trained_rebuilds_task_heads(tmp_path, task):
 
 def test_official_compat_reaches_every_module():
     "model.compat='official' builds the merges, the prediction headers and the learned estimator in official mode."
-    for compat in ("paper", "official"):
-        cfg = get_config("smoke", "T1/HBI-V2", overrides=[f"model.compat={compat}", "model.banzhaf_target=learned"])
+    for compat in ("paper", "official"):   # T1/HBI: the official code's model (no reconstruction), all three levels
+        cfg = get_config("smoke", "T1/HBI", overrides=[f"model.compat={compat}", "model.banzhaf_target=learned"])
         m = HBIModel(cfg)
         merges = [*m.v_merge.values(), *m.t_merge.values()]
         assert merges and all(x.compat == compat and x.conv.compat == compat for x in merges)
         assert all(L.header.compat == compat for L in m.level.values()) and m.estimator.compat == compat
+
+
+def test_official_compat_refuses_reconstruction():
+    "Eq. 12 on reconstructed tokens has only the paper's padding rule: compat='official' with reconstruction is an error,"
+    "not a silent hybrid (it used to build, and its S equalled the paper mode's to 0.0)."
+    with pytest.raises(ValueError, match="model.reconstruction=false"):
+        HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["model.compat=official"]))
+    with pytest.raises(ValueError, match="model.compat must be"):
+        HBIModel(get_config("smoke", "T1/HBI", overrides=["model.compat=offical"]))
 
 
 def test_official_estimator_checkpoint_loads(tmp_path):
@@ -254,8 +263,8 @@ def test_official_estimator_checkpoint_loads(tmp_path):
     sd = {**official.state_dict(), **{f"bn.{k}": v for k, v in torch.nn.BatchNorm2d(64).state_dict().items()}}
     path = tmp_path / "Estimator_epoch6.pth"
     torch.save(sd, path)
-    cfg = get_config("smoke", "T1/HBI-V2", overrides=["model.compat=official", "model.banzhaf_target=learned",
-                                                      f"model.estimator_checkpoint={path}"])
+    cfg = get_config("smoke", "T1/HBI", overrides=["model.compat=official", "model.banzhaf_target=learned",
+                                                   f"model.estimator_checkpoint={path}"])
     model = HBIModel.from_pretrained(cfg)
     x, tm, vm = torch.randn(3, 6, 4), torch.ones(3, 6, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool)
     with torch.no_grad():
