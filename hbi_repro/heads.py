@@ -182,32 +182,51 @@ class CaptionDecoder(nn.Module):
                     max_len: int | None = None,        # generated tokens incl. EOS (default max_len - 1)
                     length_penalty: float = 0.6,       # α of the GNMT penalty ((5+|y|)/6)^α; 0 = raw log-probability
                    ) -> list[list[int]]:               # B id lists (the best beam), without BOS/EOS
-        "Beam search: beams ranked by summed log-probability, finished beams frozen, final pick by the length-normalised score."
+        """Beam search: `beam_size` live beams ranked by summed log-probability. A candidate ending in EOS among the top
+        `beam_size` joins the sample's finished hypotheses (the best `beam_size` by length-normalised score are kept) instead
+        of taking a live beam's place. A sample stops when it has `beam_size` finished hypotheses and no live beam can still
+        beat the worst of them (its log-probability only falls; the bound divides it by the largest length penalty still
+        reachable), or at `max_len`, where live beams finish. The pick is the best finished hypothesis."""
         max_len = self._decode_len(max_len)
         if beam_size < 1: raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         self._check_video(video_tokens, video_mask)
-        B, k, Vsz = video_tokens.shape[0], beam_size, self.vocab_size
+        B, k, Vsz, dev = video_tokens.shape[0], beam_size, self.vocab_size, video_tokens.device
         mem, mmask = video_tokens.repeat_interleave(k, 0), video_mask.repeat_interleave(k, 0)
-        seqs = torch.full((B * k, 1), self.bos_id, dtype=torch.long, device=video_tokens.device)
-        score = torch.full((B, k), float("-inf"), device=seqs.device); score[:, 0] = 0   # one live beam at the start
-        done = torch.zeros(B, k, dtype=torch.bool, device=seqs.device)
-        length = torch.zeros(B, k, device=seqs.device)
-        frozen = torch.full((Vsz,), float("-inf"), device=seqs.device); frozen[self.pad_id] = 0  # finished: pad at no cost
-        for _ in range(max_len):
+        seqs = torch.full((B * k, 1), self.bos_id, dtype=torch.long, device=dev)
+        score = torch.full((B, k), float("-inf"), device=dev); score[:, 0] = 0   # one live beam at the start
+        pen = [((5 + n) / 6) ** length_penalty for n in range(max_len + 1)]     # GNMT length penalty, n incl. EOS
+        finished, done = [[] for _ in range(B)], [False] * B                     # per sample: (normalised score, ids)
+        for step in range(max_len):
             lp = self._next_logprobs(mem, mmask, seqs).view(B, k, Vsz)
-            lp = torch.where(done[..., None], frozen, lp)
-            top, idx = (score[..., None] + lp).view(B, k * Vsz).topk(k, dim=-1)         # (B, k)
-            beam, tok = idx // Vsz, idx % Vsz
-            seqs = seqs.view(B, k, -1).gather(1, beam[..., None].expand(-1, -1, seqs.shape[-1]))
-            seqs = torch.cat([seqs, tok[..., None]], -1).view(B * k, -1)
-            was_done = done.gather(1, beam)
-            length = length.gather(1, beam) + (~was_done).float()
-            done, score = was_done | (tok == self.eos_id), top
-            if done.all(): break
-        norm = score / ((5 + length) / 6) ** length_penalty
-        best = norm.argmax(-1)                                                        # (B,)
-        out = seqs.view(B, k, -1)[torch.arange(B), best, 1:]
-        return [self._strip(s) for s in out.tolist()]
+            top, idx = (score[..., None] + lp).view(B, k * Vsz).topk(min(2 * k, k * Vsz), dim=-1)   # (B, 2k), best first
+            top_l, beam_l, tok_l = top.tolist(), (idx // Vsz).tolist(), (idx % Vsz).tolist()
+            prev = seqs.view(B, k, -1)[:, :, 1:].tolist()                         # each beam's ids so far, without BOS
+            src = torch.zeros(B, k, dtype=torch.long)
+            tok = torch.full((B, k), self.pad_id, dtype=torch.long)
+            new = torch.full((B, k), float("-inf"))                               # unfilled beams stay dead
+            bound_pen = max(pen[step + 2:], default=None)                         # the largest penalty a live beam can reach
+            for b in range(B):
+                if done[b]: continue
+                m = 0
+                for r, (s, j, t) in enumerate(zip(top_l[b], beam_l[b], tok_l[b])):
+                    if s == float("-inf"): break                                  # dead beams and banned tokens
+                    if t == self.eos_id:
+                        if r < k: finished[b].append((s / pen[step + 1], prev[b][j]))
+                        continue
+                    src[b, m], tok[b, m], new[b, m] = j, t, s; m += 1
+                    if m == k: break
+                finished[b] = sorted(finished[b], key=lambda x: -x[0])[:k]        # stable: ties keep the first to finish
+                best_live = new[b, 0].item()
+                done[b] = m == 0 or (bound_pen is not None and len(finished[b]) == k      # (at the last step the
+                                     and finished[b][-1][0] >= best_live / bound_pen)    # live beams finish below)
+            if all(done): break
+            seqs = seqs.view(B, k, -1).gather(1, src.to(dev)[..., None].expand(-1, -1, seqs.shape[-1]))
+            seqs = torch.cat([seqs, tok.to(dev)[..., None]], -1).view(B * k, -1)
+            score = new.to(dev)
+        last, sc = seqs.view(B, k, -1)[:, :, 1:].tolist(), score.tolist()
+        for b in range(B):                                                        # beams still live at max_len finish there
+            if not done[b]: finished[b] += [(s / pen[max_len], last[b][j]) for j, s in enumerate(sc[b]) if s > float("-inf")]
+        return [max(f, key=lambda x: x[0])[1] if f else [] for f in finished]     # ties: the first
 
 # %% ../nbs/07_heads.ipynb #a74c2992
 def caption_loss(logits: torch.Tensor,        # (B, L, vocab) teacher-forced logits from CaptionDecoder

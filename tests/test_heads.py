@@ -1,6 +1,6 @@
 """Tests of hbi_repro.heads: QA head (padding, gradients, level combination), caption decoder (causality, video
 padding, loss ignores padding, beam search vs exhaustive search, beam 1 == greedy, open_clip ids, overfitting)."""
-import itertools
+import itertools, math
 
 import pytest
 import torch
@@ -128,6 +128,67 @@ def test_beam_search_exhaustive(alpha):
             scored.append((s / ((5 + len(h)) / 6) ** alpha, [t for t in h if t != 4]))
         best.append(max(scored)[1])
     assert dec.beam_search(vid, vm, beam_size=27, max_len=L, length_penalty=alpha) == best
+
+
+def _reference_beam(dec, vid, vm, k, max_len, alpha):
+    "The beam search 07_heads describes, written out per sample and per beam (no batching, no tensors of beams)."
+    pen = lambda n: ((5 + n) / 6) ** alpha
+    out = []
+    for b in range(vid.shape[0]):
+        live, fin = [(0.0, [])], []
+        for step in range(max_len):
+            cands = []
+            for s, ids in live:
+                with torch.no_grad():
+                    lp = dec._next_logprobs(vid[b:b + 1], vm[b:b + 1], torch.tensor([[dec.bos_id, *ids]])).view(-1)
+                cands += [(s + lp[t].item(), ids, t) for t in range(dec.vocab_size) if lp[t] > float("-inf")]
+            cands.sort(key=lambda c: -c[0])
+            new = []
+            for r, (s, ids, t) in enumerate(cands[:2 * k]):
+                if t == dec.eos_id:
+                    if r < k: fin.append((s / pen(step + 1), ids))       # finished: set aside, takes no live place
+                    continue
+                new.append((s, ids + [t]))
+                if len(new) == k: break
+            fin, live = sorted(fin, key=lambda f: -f[0])[:k], new
+            if not live: break
+            best_possible = live[0][0] / max(pen(n) for n in range(step + 2, max_len + 1)) if step + 1 < max_len else None
+            if best_possible is not None and len(fin) == k and fin[-1][0] >= best_possible: break
+        else: fin += [(s / pen(max_len), ids) for s, ids in live]
+        out.append(max(fin, key=lambda f: f[0])[1])
+    return out
+
+
+def _markov_decoder(table):
+    "A decoder whose next-token log-probabilities are table[last token] (a Markov language model, no video)."
+    dec = _decoder(vocab=table.shape[0], max_len=8, pad_id=0, bos_id=1, eos_id=2)
+    dec._next_logprobs = lambda v, m, seqs: table[seqs[:, -1]]
+    return dec
+
+
+@pytest.mark.parametrize("k,alpha", [(2, 0.6), (3, 1.0), (4, 0.0)])
+def test_beam_search_matches_the_written_out_algorithm(k, alpha):
+    "20 random Markov language models (the old search, with finished beams frozen in their places, differed on 1 of 60)."
+    vid, vm = torch.zeros(1, 1, 16), torch.ones(1, 1, dtype=torch.bool)
+    for seed in range(20):
+        logits = torch.randn(7, 7, generator=torch.Generator().manual_seed(seed)) * 2
+        logits[:, 2] += 1.0                                        # EOS likely enough that beams finish at different steps
+        table = logits.log_softmax(-1); table[:, [0, 1]] = float("-inf")
+        dec = _markov_decoder(table)
+        assert dec.beam_search(vid, vm, beam_size=k, max_len=5, length_penalty=alpha) == _reference_beam(dec, vid, vm, k, 5, alpha), seed
+
+
+def test_a_finished_beam_does_not_take_a_live_place():
+    "Vocabulary {pad, bos, eos, a, b}; P(eos), P(a), P(b) = .4, .35, .25 after BOS, P(eos | b) = .99. With 2 beams and"
+    "α = 3, the best of all hypotheses of up to 2 tokens is [b, eos]: it needs b, ranked third after BOS, to stay live"
+    "next to a while [eos] is finished. Frozen finished beams (the old search) kept [eos] and [a] only, and returned []."
+    table = {1: [0, 0, .4, .35, .25], 3: [0, 0, .3, .6, .1], 4: [0, 0, .99, .005, .005]}   # next-token probabilities by last token
+    dec = _markov_decoder(torch.tensor([[.2] * 5, table[1], [.2] * 5, table[3], table[4]]).log())   # rows 0, 2: after pad, EOS (unused)
+    vid, vm = torch.zeros(1, 1, 16), torch.ones(1, 1, dtype=torch.bool)
+    norm = lambda ids: math.log(math.prod(table[p][t] for p, t in zip([1, *ids], ids))) / ((5 + len(ids)) / 6) ** 3
+    hyps = [[2], [3, 2], [4, 2], *([x, y] for x in (3, 4) for y in (3, 4))]   # every hypothesis of at most 2 tokens
+    assert max(hyps, key=norm) == [4, 2]                                     # by hand: −1.396 / (7/6)³ = −0.879
+    assert dec.beam_search(vid, vm, beam_size=2, max_len=2, length_penalty=3.0) == [[4]]
 
 
 def test_open_clip_default_ids_and_stop_at_eos():
