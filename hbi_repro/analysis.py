@@ -116,8 +116,8 @@ def tsne(X,                          # (N, D) points (numpy or torch)
 # %% ../nbs/15_analysis.ipynb #486e9b91
 def run_config(run_dir: str | Path):
     "The `RunConfig` a run was trained with, from its `config.json` (read as the trainer reads it when resuming)."
-    from hbi_repro.train import config_from_dict
-    return config_from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
+    from hbi_repro.train import config_from_dict, read_run_json
+    return config_from_dict(read_run_json(Path(run_dir) / "config.json"))
 
 def load_trained(run_dir: str | Path, ckpt: str = "best"):
     "The HBIModel of a finished run with the weights of `checkpoints/<ckpt>.pt`, in eval mode, and its config."
@@ -150,13 +150,13 @@ def _same_run_config(found: dict, want: dict) -> bool:
 
 def finished_run(run_dir: str | Path, want: dict) -> bool:
     "Whether `run_dir` holds a finished run of config `want` (`_same_run_config`) whose `summary.json` is its own."
-    from hbi_repro.train import config_differences, RESUME_MAY_DIFFER
+    from hbi_repro.train import config_differences, RESUME_MAY_DIFFER, read_run_json
     d = Path(run_dir)
     if not all((d / f).exists() for f in ("config.json", "summary.json", "checkpoints/best.pt")): return False
-    config = json.loads((d / "config.json").read_text())
+    config = read_run_json(d / "config.json")
     if not _same_run_config(config, want): return False
     # a summary written by an earlier run in this folder (before fresh starts deleted it) holds another config
-    summary = json.loads((d / "summary.json").read_text()).get("config")
+    summary = read_run_json(d / "summary.json").get("config")
     return summary is not None and not config_differences(_normalised(summary), _normalised(config), ignore=RESUME_MAY_DIFFER)
 
 def hbi_v2_runs(artifact: str,          # the figure's artifact: where missing runs are trained and their rows saved

@@ -65,7 +65,7 @@ def main(argv: list | None = None):
     for k in ("pdb", "xtra"): args.pop(k, None)  # fastcore's built-in flags, not the function's
     try: out = func(**args)
     except Exception as e:
-        if not _is_user_error(e) or os.environ.get("HBI_REPRO_TRACEBACK"): raise
+        if not _is_user_error(e) or os.environ.get("HBI_REPRO_TRACEBACK", "") not in ("", "0"): raise
         print(user_error_line(name, e), file=sys.stderr)
         return 2
     return out if isinstance(out, int) else 0
@@ -77,10 +77,17 @@ def _is_user_error(e: BaseException) -> bool:
     return isinstance(e, USER_ERRORS) or type(e).__module__.startswith("hbi_repro")
 
 def user_error_line(name: str, e: BaseException) -> str:
-    "What `main` prints instead of a traceback: the message, and where it was raised (a bug still shows where it is)."
-    msg = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else str(e)   # str(KeyError) adds quotes
-    where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
-    at = f"raised at {os.path.basename(where.filename)}:{where.lineno}; " if where else ""
+    """What `main` prints instead of a traceback: the message, and where it was raised: the kit's innermost line, and
+    the library's line below it when a library raised it (a bug still shows where it is)."""
+    msg = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 and " " in str(e.args[0]) else str(e)   # a message, not a key: no quotes
+    frames = traceback.extract_tb(e.__traceback__) if e.__traceback__ else []
+    import hbi_repro
+    kit = os.path.dirname(os.path.abspath(hbi_repro.__file__))
+    ours = [f for f in frames if os.path.abspath(f.filename).startswith(kit + os.sep) and not f.filename.endswith("cli.py")]
+    name_of = lambda f: f"{os.path.basename(f.filename)}:{f.lineno}"
+    at = ""
+    if ours: at = f"raised at {name_of(ours[-1])}" + (f" (in {name_of(frames[-1])})" if frames[-1] is not ours[-1] else "") + "; "
+    elif frames: at = f"raised at {name_of(frames[-1])}; "
     return f"hbi-repro {name}: {type(e).__name__}: {msg}\n  ({at}HBI_REPRO_TRACEBACK=1 shows the traceback)"
 
 # %% ../nbs/12_cli.ipynb #3c27f4c6

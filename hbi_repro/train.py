@@ -20,11 +20,12 @@ __all__ = ['ADAM_BETAS', 'ADAM_EPS', 'PRECISIONS', 'DIST_TIMEOUT_MIN', 'SELECT_K
            'param_groups', 'lr_multiplier', 'total_steps', 'build_optimizer', 'build_scheduler', 'resolve_precision',
            'autocast', 'make_scaler', 'set_official_precision', 'dist_env', 'default_device', 'dist_timeout',
            'init_distributed', 'sync_gradients', 'clip_gradients', 'epoch_batches', 'train_loader', 'eval_loader',
-           'rng_state', 'set_rng_state', 'rng_preserved', 'seed_everything', 'atomic_torch_save', 'save_checkpoint',
-           'load_checkpoint', 'to_device', 'select_items', 'cat_padded', 'cat_dicts', 'evaluate', 'selection_value',
-           'lower_is_better', 'metric_names', 'FeatureDataset', 'cache_features', 'JsonlLog', 'check_clip_weights',
-           'config_differences', 'check_resume', 'check_run', 'train', 'collect_similarities', 'pretrain_estimator',
-           'config_from_dict', 'default_run_dir', 'train_cli', 'eval_cli', 'pretrain_estimator_cli']
+           'rng_state', 'set_rng_state', 'rng_preserved', 'read_run_json', 'seed_everything', 'atomic_torch_save',
+           'save_checkpoint', 'load_checkpoint', 'to_device', 'select_items', 'cat_padded', 'cat_dicts', 'evaluate',
+           'selection_value', 'lower_is_better', 'metric_names', 'FeatureDataset', 'cache_features', 'JsonlLog',
+           'check_clip_weights', 'config_differences', 'check_resume', 'check_run', 'train', 'collect_similarities',
+           'pretrain_estimator', 'config_from_dict', 'default_run_dir', 'train_cli', 'eval_cli',
+           'pretrain_estimator_cli']
 
 # %% ../nbs/10_train.ipynb #a33d9cba
 ADAM_BETAS = (0.9, 0.98)  # official BertAdam / CLIP
@@ -252,6 +253,14 @@ def rng_preserved():
     s = rng_state()
     try: yield
     finally: set_rng_state(s)
+
+def read_run_json(path: str | Path) -> dict:
+    "A run folder's JSON file (config.json, provenance.json, summary.json); a missing or broken one is an error naming it."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path} not found: is {path.parent} the folder of a train run?")
+    try: return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); the run that wrote it may have been interrupted") from None
 
 def seed_everything(seed: int) -> None:
     "Seed torch (all devices), numpy and python."
@@ -584,14 +593,14 @@ def check_resume(cfg, run_dir: str | Path, select: str | None = None) -> None:
     from hbi_repro.config import config_dict
     f = run_dir / "config.json"
     if not f.exists(): raise FileNotFoundError(f"cannot resume {run_dir}: it has checkpoints/last.pt but no config.json to check the config against")
-    saved, now = config_dict(config_from_dict(json.loads(f.read_text()))), config_dict(cfg)   # missing fields get defaults
+    saved, now = config_dict(config_from_dict(read_run_json(f))), config_dict(cfg)   # missing fields get defaults
     diff = config_differences(saved, now, ignore=RESUME_MAY_DIFFER)
     if diff:
         fs, fn = _flat(saved), _flat(now)
         raise ValueError(f"cannot resume {run_dir} with another config: " + "; ".join(f"{k} is {fs.get(k)!r} in its config.json, "
                          f"{fn.get(k)!r} now" for k in diff) + ". Resume with the run's settings, or start afresh (no resume, or another run dir)")
     prov = run_dir / "provenance.json"
-    was = json.loads(prov.read_text()).get("select") if prov.exists() else None
+    was = read_run_json(prov).get("select") if prov.exists() else None
     if select is not None and was is not None and was != select:
         raise ValueError(f"cannot resume {run_dir} selecting on {select!r}: the run selects on {was!r}")
 
@@ -842,7 +851,7 @@ def config_from_dict(d: dict):
 def _run_paths(cfg, run_dir: Path):
     "`cfg` with a relative `data.root` made absolute against the folder the run was trained from (provenance.json's `cwd`)."
     prov = Path(run_dir) / "provenance.json"
-    cwd = json.loads(prov.read_text()).get("cwd") if prov.exists() else None   # runs made before it was recorded: as given
+    cwd = read_run_json(prov).get("cwd") if prov.exists() else None   # runs made before it was recorded: as given
     if cwd is None or Path(cfg.data.root).is_absolute(): return cfg
     from dataclasses import replace
     return replace(cfg, data=replace(cfg.data, root=os.path.normpath(os.path.join(cwd, cfg.data.root))))
@@ -875,7 +884,7 @@ def eval_cli(run_dir: Param("a train run folder", str, required=True) = None,
     run_dir = Path(run_dir)
     for f in (run_dir / "config.json", run_dir / "checkpoints" / f"{ckpt}.pt"):
         if not f.exists(): raise FileNotFoundError(f"{f} not found: --run_dir must be the folder of a train run")
-    cfg = _run_paths(config_from_dict(json.loads((run_dir / "config.json").read_text())), run_dir)
+    cfg = _run_paths(config_from_dict(read_run_json(run_dir / "config.json")), run_dir)
     if cfg.profile == "paper" and not cfg.model.clip_checkpoint:
         warnings.warn(f"{run_dir / 'config.json'} names no model.clip_checkpoint: this paper-profile run started from a randomly initialised CLIP")
     rank, world, device, created = init_distributed()
