@@ -393,14 +393,19 @@ class BanzhafEstimator(PredictionHeader):
     def forward(self, sim, t_mask, v_mask):   # (B,T,V), (B,T), (B,V) -> (B,T,V) estimate of I
         return super().forward(sim, t_mask, v_mask) * self.out_scale
 
-def estimator_state(est: BanzhafEstimator) -> dict:
-    "`est`'s state dict plus the mode it computes in (`compat_official`), so that a loader can refuse the other mode."
-    return {**est.state_dict(), "compat_official": torch.tensor(est.compat == "official")}
+def estimator_state(est: BanzhafEstimator, target: str = "exact") -> dict:
+    """`est`'s state dict plus the mode it computes in (`compat_official`), so that a loader can refuse the other mode,
+    and whether it learnt the official estimand (`target_official`: its outputs are on the official ×1000 scale)."""
+    return {**est.state_dict(), "compat_official": torch.tensor(est.compat == "official"),
+            "target_official": torch.tensor(target == "official")}
 
-def load_estimator_state(est: BanzhafEstimator, sd: dict, source: str = "state dict") -> None:
-    "Load a kit or an official (`BanzhafModule`) estimator state dict; anything else is an error naming `source`."
+def load_estimator_state(est: BanzhafEstimator, sd: dict, source: str = "state dict") -> bool:
+    """Load a kit or an official (`BanzhafModule`) estimator state dict; anything else is an error naming `source`.
+    Returns whether its outputs are on the official ×1000 scale (an official checkpoint, or a kit one trained with
+    `target="official"`)."""
     sd = dict(sd)
     mode = sd.pop("compat_official", None)                          # written by `estimator_state` (kit checkpoints)
+    target_official = bool(sd.pop("target_official", False))
     if mode is not None and bool(mode) != (est.compat == "official"):
         was = "official" if bool(mode) else "paper"
         raise ValueError(f"{source} was trained in compat={was!r} mode, but the model's estimator computes in "
@@ -415,6 +420,7 @@ def load_estimator_state(est: BanzhafEstimator, sd: dict, source: str = "state d
     if official and est.compat == "paper":
         warnings.warn(f"{source} looks like an official estimator (bn.* entries, no out_scale): the official module has "
                       "no 1/√P attention scale and no masking, so build it with model.compat='official' to get its outputs")
+    return official or target_official
 
 def _masked_mse(x, y, cell): return ((x - y) ** 2)[cell].mean()
 
@@ -429,7 +435,7 @@ def train_estimator(sims: torch.Tensor,       # (N, T, V) similarity matrices
                     lr: float = 3e-3,
                     planes: int = 32,         # P of the CNN+SA model (official 64)
                     holdout: float = 0.25,    # fraction of matrices held out for the report
-                    num_samples: int = 100,   # Monte Carlo samples per target when target == "sampled"
+                    num_samples: int = 100,   # Monte Carlo samples per target when target is "sampled" or "official"
                     generator: torch.Generator | None = None,  # split, batches, init, samples; None = seed 0
                     compat: str = "paper"):
     "Train a `BanzhafEstimator` with MSE on exact, sampled or official targets; return (model, report of held-out errors)."

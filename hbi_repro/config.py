@@ -40,7 +40,7 @@ class ModelConfig:
     infer_levels: tuple = LEVELS           # retrieval: levels whose S are summed at inference (paper silent; official: entity only); QA averages every built level's logits, captioning decodes from the entity level
     logit_scale_init: float = 100.0        # 1/τ with τ = 0.01 (§4.1)
     logit_scale_max: float = 100.0         # clamp of the learnable logit scale (CLIP convention)
-    compat: str = "paper"                  # "paper" = the paper's equations; "official" = the official code's quirks
+    compat: str = "paper"                  # "paper" = the paper's equations; "official" = the official code's quirks (needs reconstruction=False: the official code is HBI)
 
 @dataclass(frozen=True)
 class DataConfig:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_model.ipynb #cc9ff1b5
 from __future__ import annotations
-import math
+import math, warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from .losses import gather_with_grad, info_nce, banzhaf_kl, distill_kl, LogitSca
 
 # %% auto #0
 __all__ = ['TINY_CLIP_CFG', 'LEVEL_LETTER', 'build_clip', 'load_clip_weights', 'clip_text_tokens', 'clip_frame_features',
-           'TemporalTransformer', 'Level', 'needed_levels', 'HBIModel', 'decode_bpe']
+           'TemporalTransformer', 'Level', 'check_model_config', 'needed_levels', 'HBIModel', 'decode_bpe']
 
 # %% ../nbs/06_model.ipynb #06a860a4
 TINY_CLIP_CFG = dict(embed_dim=128,
@@ -128,6 +128,16 @@ class Level(nn.Module):
 # %% ../nbs/06_model.ipynb #cec9bea7
 LEVEL_LETTER = {"entity": "E", "action": "A", "event": "O"}  # the paper's letters (Table VII)
 
+def check_model_config(m) -> None:
+    "The model config's choices that need no weights or data to check (called by `HBIModel` and, before any data, `train.check_run`)."
+    if m.header not in ("none", "mlp", "cnn", "mlp_sa", "cnn_sa"): raise ValueError(f"unknown header {m.header!r}")
+    if m.banzhaf_target not in ("exact", "sampled", "learned"): raise ValueError(f"unknown banzhaf_target {m.banzhaf_target!r}")
+    if m.compat not in ("paper", "official"): raise ValueError(f"model.compat must be 'paper' or 'official', got {m.compat!r}")
+    if m.compat == "official" and m.reconstruction:   # else Eq. 12 on reconstructed tokens would silently keep the paper's padding rule
+        raise ValueError("model.compat='official' reproduces the official HBI code, which has no representation "
+                         "reconstruction, and its Eq. 12 padding rule is not defined for reconstructed tokens: "
+                         "set model.reconstruction=false (HBI, e.g. preset T1/HBI) or model.compat='paper'")
+
 def needed_levels(m) -> tuple:
     "Levels whose similarity must be computed: trained (deep supervision), distilled, or used at inference."
     want = set(m.levels) | set(m.infer_levels) | {l for pair in m.distill for l in pair}
@@ -141,13 +151,7 @@ class HBIModel(nn.Module):
                 ):
         super().__init__()
         self.cfg, m = cfg, cfg.model
-        if m.header not in ("none", "mlp", "cnn", "mlp_sa", "cnn_sa"): raise ValueError(f"unknown header {m.header!r}")
-        if m.banzhaf_target not in ("exact", "sampled", "learned"): raise ValueError(f"unknown banzhaf_target {m.banzhaf_target!r}")
-        if m.compat not in ("paper", "official"): raise ValueError(f"model.compat must be 'paper' or 'official', got {m.compat!r}")
-        if m.compat == "official" and m.reconstruction:   # else Eq. 12 on reconstructed tokens would silently keep the paper's padding rule
-            raise ValueError("model.compat='official' reproduces the official HBI code, which has no representation "
-                             "reconstruction, and its Eq. 12 padding rule is not defined for reconstructed tokens: "
-                             "set model.reconstruction=false (HBI) or model.compat='paper'")
+        check_model_config(m)
         for sec in ("eval", "train"):
             if getattr(cfg, sec).kernels not in KERNELS: raise ValueError(f"{sec}.kernels must be one of {KERNELS}, got {getattr(cfg, sec).kernels!r}")
         if cfg.train.kernels == "compiled" and m.reconstruction:   # build and check the C++ training kernels now, not inside a training step
@@ -355,7 +359,9 @@ class HBIModel(nn.Module):
                 raise ValueError("banzhaf_target='learned' needs model.estimator_checkpoint (train one with `hbi-repro pretrain-estimator`)")
             sd = torch.load(cfg.model.estimator_checkpoint, map_location="cpu")
             model.fit_estimator_width(sd.get("cnn1.weight"))   # `train_estimator` may have used another width
-            load_estimator_state(model.estimator, sd, cfg.model.estimator_checkpoint)
+            if load_estimator_state(model.estimator, sd, cfg.model.estimator_checkpoint) and cfg.model.banzhaf_scale != 1:
+                warnings.warn(f"{cfg.model.estimator_checkpoint} outputs I on the official ×1000 scale already; "
+                              f"model.banzhaf_scale={cfg.model.banzhaf_scale:g} multiplies it again")
         return model
 
 def _part(name: str):

@@ -614,6 +614,8 @@ def check_run(cfg,                      # RunConfig
              ) -> bool:                 # whether `select` is minimised
     "Everything about a run that is cheap and certain to check before data, weights or the run folder are touched."
     tr = cfg.train
+    from hbi_repro.model import check_model_config
+    check_model_config(cfg.model)
     if tr.task not in SELECT_KEYS: raise ValueError(f"train.task must be one of {list(SELECT_KEYS)}, got {tr.task!r}")
     if tr.precision not in PRECISIONS: raise ValueError(f"train.precision must be one of {PRECISIONS}, got {tr.precision!r}")
     if tr.batch_size % world: raise ValueError(f"train.batch_size={tr.batch_size} must be divisible by the world size {world}")
@@ -830,7 +832,7 @@ def pretrain_estimator(model, loader, cfg,
     sims, tm, vm, tw, vw = collect_similarities(model, loader, device, max_batches)
     g = torch.Generator().manual_seed(cfg.train.seed if seed is None else seed)
     est, report = train_estimator(sims, tm, vm, tw, vw, target=target, steps=steps, generator=g, compat=cfg.model.compat)
-    if out_path is not None: atomic_torch_save(estimator_state(est), out_path)   # records its mode for the loader
+    if out_path is not None: atomic_torch_save(estimator_state(est, target), out_path)   # records its mode and target for the loader
     return est, report
 
 # %% ../nbs/10_train.ipynb #be59688d
@@ -910,7 +912,11 @@ def pretrain_estimator_cli(profile: Param("smoke, synthetic or paper", str) = "s
                            out: Param("estimator checkpoint path", str) = "runs/estimator.pt"):
     "Train the learned Banzhaf estimator (§4.1) on the backbone's similarity matrices of the train split."
     from hbi_repro.config import get_config
+    from hbi_repro.banzhaf import ESTIMATOR_TARGETS
+    from hbi_repro.model import check_model_config
+    if target not in ESTIMATOR_TARGETS: raise ValueError(f"--target must be one of {ESTIMATOR_TARGETS}, got {target!r}")
     cfg = get_config(profile, preset, list(set or ()))
+    check_model_config(cfg.model)                               # before the train split is read
     seed_everything(cfg.train.seed)
     train_set = _build_split(cfg, "train")
     model = _build_model(cfg, train_set).to(default_device())

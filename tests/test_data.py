@@ -219,6 +219,8 @@ def test_activitynet_paragraphs(tmp_path, clip_file):
     assert [r["video_id"] for r in te.records] == ["v_a4"] and te.summary()["excluded_by_list"] == 1
     (root / "val_ids.json").write_text(json.dumps(["v_a3", "v_a4"]))
     assert len(ActivityNetParagraphs(root, "train", **KW)) + len(ActivityNetParagraphs(root, "val", **KW)) == 3
+    assert ActivityNetParagraphs(root, "val", seed=3, val_fraction=0.5, **KW).notes == [   # val_1.json exists: it is the test split
+        "val_1.json is the test split: val is 50% of the videos of train.json, drawn with data.seed=3, and train is the rest"]
     (root / "train_ids.json").write_text(json.dumps(["v_a0", "v_a0", "v_a1"]))   # a repeated id: v_a2 left out, counted once
     assert ActivityNetParagraphs(root, "trainval", **KW).summary()["excluded_by_list"] == 1
 
@@ -679,17 +681,24 @@ def test_data_check_says_how_each_split_was_made(tmp_path, clip_file):
     assert rep["problems"] == {} and set(rep["notes"]) == {"train", "val"}          # test is the JSFusion file itself
     assert rep["notes"]["val"] == ["no val file: val is 10% of the train videos, drawn with data.seed=0, and train is the rest"]
     out = io.StringIO()
-    with redirect_stdout(out): data_check("msrvtt", str(root), no_decode=True)
-    assert "[val] no val file: val is 10% of the train videos" in out.getvalue()
+    with redirect_stdout(out): data_check("msrvtt", str(root), no_decode=True, seed=2, val_fraction=0.25)   # the run's carve
+    assert "[val] no val file: val is 25% of the train videos, drawn with data.seed=2" in out.getvalue()
     qa = qa_root(tmp_path, clip_file)          # a val file and train_ans2label.json: nothing carved, the vocabulary file named
     rep = check_dataset("msrvtt_qa", qa, decode=False)
-    assert rep["notes"] == {sp: ["answer vocabulary: train_ans2label.json (3 answers)"] for sp in ("train", "val", "test")}
+    voc = "answer vocabulary: train_ans2label.json (3 answers); "
+    assert rep["notes"] == {"train": [voc + "answers outside it get no loss"],            # label -1: ignored by the loss
+                            "val": [voc + "answers outside it count as wrong"], "test": [voc + "answers outside it count as wrong"]}
+    assert VideoQA(qa, "train", drop_oov=True, **KW).notes == [voc + "rows whose answer is outside it are dropped (drop_oov)"]
     (qa / "qa" / "train_ans2label.json").unlink(); (qa / "qa" / "val.jsonl").unlink()
     ds = VideoQA(qa, "val", **KW)
-    assert ds.summary()["notes"] == ["answer vocabulary: the 2 most frequent train answers (no train_ans2label.json); "
-                                     "answers outside it count as wrong",
+    assert ds.summary()["notes"] == ["answer vocabulary: the 2 most frequent answers of the train file (the carved val's "
+                                     "included), as there is no train_ans2label.json; answers outside it count as wrong",
                                      "no val file: val is 10% of the train videos (with all their questions), drawn with "
                                      "data.seed=0, and train is the rest"]
-    (qa / "qa" / "train.jsonl").unlink()       # the test split needs the train file for its vocabulary, and says why
+    (qa / "qa" / "train_ans2label.json").write_text(json.dumps({"dog": 0, "man": 1}))
+    (qa / "qa" / "train.jsonl").rename(qa / "qa" / "train.moved")   # val is carved from the train file, and says so
+    with pytest.raises(FileNotFoundError, match="there is no val file, so val is carved from the train file"):
+        VideoQA(qa, "val", **KW)
+    (qa / "qa" / "train_ans2label.json").unlink()   # the test split needs the train file for its vocabulary, and says why
     with pytest.raises(FileNotFoundError, match="the test split too takes its answer vocabulary from the train answers"):
         VideoQA(qa, "test", **KW)

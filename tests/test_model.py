@@ -1,6 +1,7 @@
 """Model integration checks beyond the notebook: loading CLIP weights from a file, every task head end to end."""
 import torch
 import torch.nn.functional as F
+import warnings
 import pytest
 from hbi_repro.config import get_config
 from hbi_repro.model import HBIModel, build_clip
@@ -269,6 +270,18 @@ def test_official_estimator_checkpoint_loads(tmp_path):
     x, tm, vm = torch.randn(3, 6, 4), torch.ones(3, 6, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool)
     with torch.no_grad():
         torch.testing.assert_close(model.estimator(x, tm, vm), official(x, tm, vm), rtol=0, atol=0)
+    with pytest.warns(UserWarning, match="official ×1000 scale already"):    # the official teacher outputs ×1000: scaling again is flagged
+        HBIModel.from_pretrained(get_config("smoke", "T1/HBI", overrides=["model.compat=official", "model.banzhaf_target=learned",
+                                                                          f"model.estimator_checkpoint={path}", "model.banzhaf_scale=1000"]))
+    from hbi_repro.banzhaf import BanzhafEstimator, estimator_state
+    for target, warns in (("official", True), ("exact", False)):               # a kit estimator says which target it learnt
+        kit = tmp_path / f"kit_{target}.pt"
+        torch.save(estimator_state(BanzhafEstimator(8), target), kit)
+        cfg_k = get_config("smoke", "T1/HBI-V2", overrides=["model.banzhaf_target=learned", f"model.estimator_checkpoint={kit}",
+                                                            "model.banzhaf_scale=1000"])
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always"); HBIModel.from_pretrained(cfg_k)
+        assert any("×1000 scale already" in str(x.message) for x in w) == warns, target
     bad = tmp_path / "not_an_estimator.pt"
     torch.save({"weight": torch.zeros(2)}, bad)
     with pytest.raises(ValueError, match="not_an_estimator.pt"):

@@ -285,7 +285,8 @@ def test_pretrain_estimator_is_thin(tmp_path, monkeypatch):
     assert got["mask"][:2, 4].any().item() is False and got["mask"][2:].all()   # padding is masked out
     assert got["compat"] == small_cfg().model.compat                            # trained in the run's compat mode
     saved = torch.load(tmp_path / "e.pt")                                        # and the file says which
-    assert set(saved) == set(BanzhafEstimator(4).state_dict()) | {"compat_official"}
+    assert set(saved) == set(BanzhafEstimator(4).state_dict()) | {"compat_official", "target_official"}
+    assert not bool(saved["target_official"])                                   # sampled targets of Eq. 1, not the official estimand
     assert bool(saved["compat_official"]) == (small_cfg().model.compat == "official")
 
 

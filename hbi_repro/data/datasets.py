@@ -225,16 +225,16 @@ class VideoTextDataset(torch.utils.data.Dataset):
         "Record how this split was made (a fallback, where a vocabulary came from): in `summary()` and `hbi-repro data check`."
         if text not in self.notes: self.notes.append(text)
 
-    def note_carved(self, what: str = "train videos"):
+    def note_carved(self, what: str = "train videos", why: str = "no val file"):
         if self.split in ("train", "val"):
-            self.note(f"no val file: val is {self.val_fraction:.0%} of the {what}, drawn with data.seed={self.seed}, "
+            self.note(f"{why}: val is {self.val_fraction:.0%} of the {what}, drawn with data.seed={self.seed}, "
                       f"and train is the rest")
 
-    def split_ids(self, train_ids) -> set:
+    def split_ids(self, train_ids, what: str = "train videos", why: str = "no val file") -> set:
         "The training video ids of this split: train minus the carved val, the carved val, or all."
         train_ids = list(train_ids)
         if self.split == "trainval": return set(train_ids)
-        self.note_carved()
+        self.note_carved(what, why)
         val = carve_val(train_ids, self.val_fraction, self.seed)
         return val if self.split == "val" else set(train_ids) - val
 
@@ -373,7 +373,7 @@ class ActivityNetParagraphs(VideoTextDataset):
             good.append(v)
         # the ids file defines the split, as in the official loader: annotated videos it does not list are left out, counted
         self.stats["excluded_by_list"] += len(set(ann) - {v for v in ids if isinstance(v, str)})
-        sel = None if test else self.split_ids(good)
+        sel = None if test else self.split_ids(good, "videos of train.json", "val_1.json is the test split")
         keep = [v for v in dict.fromkeys(good) if sel is None or v in sel]
         return [{"video_id": v, "caption": " ".join(s.strip() for s in ann[v]["sentences"]),
                  "where": f"{ann_f} [{v!r}]"} for v in keep]
@@ -465,22 +465,32 @@ class VideoQA(VideoTextDataset):
 
     def has_val_file(self) -> bool: return any((self.root / "qa" / n).is_file() for n in ("val.jsonl", "val_qa.json"))
 
+    def _train_rows(self, why: str) -> list:
+        "`qa_rows('train')`; a missing train file says why this split needs it (`why`) unless it is a train split."
+        try: return self.qa_rows("train")
+        except MissingAnnotationFile as e:
+            if self.split in ("train", "trainval"): raise
+            raise MissingAnnotationFile(e.path, why) from None
+
+    def _oov_rule(self) -> str:
+        if self.opts.get("drop_oov", False) and self.split != "test": return "rows whose answer is outside it are dropped (drop_oov)"
+        if self.split in ("train", "trainval"): return "answers outside it get no loss"
+        return "answers outside it count as wrong"
+
     def vocab(self) -> dict:
         "answer -> label."
         f = Path(self.opts.get("ans2label") or self.root / "qa" / "train_ans2label.json")
         if f.is_file():
             a2l = read_json(f)
             if not isinstance(a2l, dict): raise AnnotationError(f"{f}: expected a JSON object answer -> label")
-            self.note(f"answer vocabulary: {f.name} ({len(a2l)} answers)")
+            self.note(f"answer vocabulary: {f.name} ({len(a2l)} answers); {self._oov_rule()}")
             return _check_labels(a2l, f)
-        try: cnt = Counter(r[3] for r in self.qa_rows("train"))
-        except MissingAnnotationFile as e:
-            if self.split in ("train", "trainval"): raise
-            raise MissingAnnotationFile(e.path, f"with no {f.name}, the {self.split} split too takes its answer vocabulary "
-                                                f"from the train answers") from None
+        cnt = Counter(r[3] for r in self._train_rows(f"with no {f.name}, the {self.split} split too takes its answer "
+                                                     f"vocabulary from the train answers"))
         top = sorted(cnt.items(), key=lambda kv: (-kv[1], kv[0]))[: self.opts.get("num_answers", 1500)]
-        self.note(f"answer vocabulary: the {len(top)} most frequent train answers (no {f.name}); "
-                  f"answers outside it count as wrong")
+        whole = "" if self.has_val_file() else " (the carved val's included)"
+        self.note(f"answer vocabulary: the {len(top)} most frequent answers of the train file{whole}, as there is no "
+                  f"{f.name}; {self._oov_rule()}")
         return {a: i for i, (a, _) in enumerate(top)}
 
     def load(self) -> list:
@@ -490,7 +500,7 @@ class VideoQA(VideoTextDataset):
         if self.split == "test": rows = self.qa_rows("test")
         elif self.split == "val" and self.has_val_file(): rows = self.qa_rows("val")
         else:
-            rows = self.qa_rows("train")
+            rows = self._train_rows("there is no val file, so val is carved from the train file")
             if not self.has_val_file() and self.split != "trainval":
                 self.note_carved("train videos (with all their questions)")
                 val = carve_val([r[1] for r in rows], self.val_fraction, self.seed)
@@ -760,9 +770,12 @@ def data_check(dataset: Param("dataset name: msrvtt, msrvtt_caption, activitynet
                root: Param("dataset folder (or the data root holding <dataset>/)", str) = "data",
                split: Param("check only this split (default: train, val and test)", str) = None,
                no_decode: Param("skip decoding the videos' sampled frames (annotation checks only)", store_true) = False,
-               max_report: Param("offending files/rows listed per kind", int) = 10):
+               max_report: Param("offending files/rows listed per kind", int) = 10,
+               seed: Param("data.seed of the run: which train videos a carved val takes", int) = 0,
+               val_fraction: Param("data.val_fraction of the run: the share of train a carved val takes", float) = 0.1):
     "Report missing, unreadable and zero-length videos and malformed annotation rows before any training."
-    rep = check_dataset(dataset, root, (split,) if split else ("train", "val", "test"), not no_decode, max_report)
+    rep = check_dataset(dataset, root, (split,) if split else ("train", "val", "test"), not no_decode, max_report,
+                        seed=seed, val_fraction=val_fraction)
     print(f"{dataset} at {dataset_root(root, dataset) if dataset in ADAPTERS else root}: items per split {rep['items']}, "
           f"{rep.get('videos', 0)} videos" + (f"; annotated videos left out by the split lists: {rep['excluded_by_list']}"
                                               if rep.get("excluded_by_list") else ""))
