@@ -221,7 +221,10 @@ def _collate_for(dataset):
 def train_loader(dataset, cfg, epoch: int, skip: int = 0, rank: int = 0, world: int = 1, collate=None, pin: bool = False):
     "DataLoader over this rank's batches of `epoch` (seeded, resumable, workers seeded from (seed, epoch, rank))."
     from torch.utils.data import DataLoader
-    if hasattr(dataset, "set_epoch"): dataset.set_epoch(epoch)
+    if hasattr(dataset, "set_epoch"):   # the kit's datasets also take train.seed: runs that differ only in it augment differently
+        import inspect
+        if "seed" in inspect.signature(dataset.set_epoch).parameters: dataset.set_epoch(epoch, seed=cfg.train.seed)
+        else: dataset.set_epoch(epoch)
     batches = epoch_batches(len(dataset), cfg.train.batch_size, cfg.train.seed, epoch, rank, world, skip)
     g = torch.Generator().manual_seed(cfg.train.seed * 1009 + epoch * 31 + rank)  # worker base seed; not the global RNG
     nw = cfg.data.num_workers

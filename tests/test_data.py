@@ -702,3 +702,18 @@ def test_data_check_says_how_each_split_was_made(tmp_path, clip_file):
     (qa / "qa" / "train_ans2label.json").unlink()   # the test split needs the train file for its vocabulary, and says why
     with pytest.raises(FileNotFoundError, match="the test split too takes its answer vocabulary from the train answers"):
         VideoQA(qa, "test", **KW)
+
+
+def test_augmentation_depends_on_the_run_seed(tmp_path, clip_file):
+    "RandAugment draws follow (data.seed, train.seed, epoch): runs that differ only in train.seed augment differently"
+    "(they used to share every draw); the trainer's loader passes train.seed."
+    from hbi_repro.train import train_loader
+    ds = MSRVTTRetrieval(msrvtt_root(tmp_path, clip_file), "train", augment=True, **KW)
+    def frames(epoch, seed):
+        ds.set_epoch(epoch, seed=seed); return ds[0]["video"]
+    a = frames(0, 0)
+    assert torch.equal(a, frames(0, 0))                                  # deterministic
+    assert not torch.equal(a, frames(0, 1)) and not torch.equal(a, frames(1, 0))
+    cfg = override(get_config("smoke"), {"train.seed": 5, "train.batch_size": 2})
+    train_loader(ds, cfg, epoch=3)
+    assert (ds.epoch, ds.run_seed) == (3, 5)

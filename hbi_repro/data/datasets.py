@@ -171,7 +171,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
                  max_frames: int = 12, max_words: int = 32, frame_size: int = 224,
                  sampling: str = "official", video_fps: float = 1.0,
                  augment: bool = False,          # RandAugment (train split only)
-                 seed: int = 0,                  # seed of the val carve and of augmentation
+                 seed: int = 0,                  # data.seed: the val carve; with set_epoch's train.seed and epoch, augmentation
                  val_fraction: float = 0.1,      # share of training videos carved off as val (where no val file exists)
                  videos_dir: str | Path | None = None,  # default: <root>/videos
                  cache_dir: str | Path | None = None,   # decoded-frame cache folder (None = no cache)
@@ -188,7 +188,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
         self.max_frames, self.max_words, self.frame_size = max_frames, max_words, frame_size
         self.sampling, self.video_fps, self.augment = sampling, video_fps, bool(augment) and split in ("train", "trainval")
         self.seed, self.val_fraction, self.on_error, self.strict = seed, val_fraction, on_error, strict_length
-        self.caption_len, self.opts, self.epoch = caption_len, kw, 0
+        self.caption_len, self.opts, self.epoch, self.run_seed = caption_len, kw, 0, 0
         self.stats = Counter(); self.problems = []; self.problem_counts = Counter()
         self.notes = []                              # how the split was made where the files alone do not say (`note`)
         self.cache = FrameCache(cache_dir) if cache_dir else None
@@ -238,7 +238,9 @@ class VideoTextDataset(torch.utils.data.Dataset):
         val = carve_val(train_ids, self.val_fraction, self.seed)
         return val if self.split == "val" else set(train_ids) - val
 
-    def set_epoch(self, epoch: int): self.epoch = epoch  # changes the augmentation draws
+    def set_epoch(self, epoch: int, seed: int = 0):
+        "The trainer's epoch and `train.seed`: the augmentation draws depend on both (and on `data.seed`)."
+        self.epoch, self.run_seed = epoch, seed
 
     def __len__(self): return len(self.records)
 
@@ -248,7 +250,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
                             size=self.frame_size, cache=self.cache)
         g = None
         if self.augment:
-            g = torch.Generator().manual_seed(hash((self.seed, self.epoch, r["index"])) & 0x7FFFFFFF)
+            g = torch.Generator().manual_seed(hash((self.seed, self.run_seed, self.epoch, r["index"])) & 0x7FFFFFFF)
         return preprocess_clip(fr, m, self.frame_size, self.augment, g), torch.from_numpy(m)
 
     def __getitem__(self, i: int) -> dict:
@@ -561,7 +563,7 @@ class SyntheticDataset(torch.utils.data.Dataset):
         if split not in SPLITS: raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
         if task not in ("retrieval", "qa", "caption"): raise ValueError(f"unknown task {task!r}")
         self.bench, self.split, self.task, self.max_words, self.frame_size = bench, split, task, max_words, frame_size
-        self.augment, self.seed, self.caption_len, self.epoch = bool(augment) and split in ("train", "trainval"), seed, caption_len, 0
+        self.augment, self.seed, self.caption_len, self.epoch, self.run_seed = bool(augment) and split in ("train", "trainval"), seed, caption_len, 0, 0
         vids = (np.concatenate([bench.splits["train"], bench.splits["val"]]) if split == "trainval" else bench.splits[split]).tolist()
         self.stats = Counter()
         self.answer_vocab, self.ans2label = bench.answer_vocab, bench.ans2label
@@ -596,13 +598,13 @@ class SyntheticDataset(torch.utils.data.Dataset):
             self._sums = {f"synthetic/{self.split}": h.hexdigest()}
         return self._sums
 
-    def set_epoch(self, epoch: int): self.epoch = epoch
+    def set_epoch(self, epoch: int, seed: int = 0): self.epoch, self.run_seed = epoch, seed   # as VideoTextDataset's
     def __len__(self): return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
         v, c, q = self.records[i]; b = self.bench
         F = b.frames.shape[1]
-        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF) if self.augment else None
+        g = torch.Generator().manual_seed(hash((self.seed, self.run_seed, self.epoch, i)) & 0x7FFFFFFF) if self.augment else None
         item = {"video": preprocess_clip(b.frames[v], np.ones(F, bool), self.frame_size, self.augment, g),
                 "video_mask": torch.ones(F, dtype=torch.bool), "video_id": b.video_ids[v]}
         if q is not None:
