@@ -171,6 +171,9 @@ class HBIModel(nn.Module):
                 self.t_merge[lvl] = TokenMerge(E, nt, k=m.knn_k, heads=max(1, E // 64), compat=m.compat)
         self.level = nn.ModuleDict({l: Level(E, m) for l in self.levels_needed})
         self.logit_scale = LogitScale(m.logit_scale_init, m.logit_scale_max)
+        # the sampled Banzhaf target's randomness: seeded by train.seed, the same on every rank (every rank computes the
+        # targets of the same global batch), saved and restored by the trainer's checkpoints (`generators`)
+        self.target_generator = torch.Generator().manual_seed(cfg.train.seed)
         self.estimator = None
         if m.banzhaf_loss and m.banzhaf_target == "learned":
             from hbi_repro.banzhaf import BanzhafEstimator
@@ -243,8 +246,9 @@ class HBIModel(nn.Module):
             sim, tw, vw = sim.detach().float(), t_weight.detach().float(), v_weight.detach().float()
             if m.banzhaf_target == "learned": return self.estimator(sim, t_mask, v_mask) * m.banzhaf_scale
             gen = None
-            if m.banzhaf_target == "sampled":
-                gen = torch.Generator(device=sim.device).manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+            if m.banzhaf_target == "sampled":   # each call's draws seeded from the model's own generator, not the global RNG
+                seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.target_generator))
+                gen = torch.Generator(device=sim.device).manual_seed(seed)
             I = banzhaf_interaction(sim, t_mask, v_mask, tw, vw, method=m.banzhaf_target,
                                     num_samples=m.banzhaf_samples, generator=gen)
             return I * m.banzhaf_scale
@@ -296,6 +300,10 @@ class HBIModel(nn.Module):
     def clamp_(self):
         "Called by the trainer after each optimizer step: clamp the logit scale at its maximum."
         self.logit_scale.clamp_()
+
+    def generators(self) -> dict:
+        "The model's own random generators by name; the trainer checkpoints their states and restores them on resume."
+        return {"banzhaf_target": self.target_generator}
 
     # -- task heads ----------------------------------------------------------------------------------------
     def answer_logits_from(self, matched: dict, th: dict, vh: dict) -> torch.Tensor:

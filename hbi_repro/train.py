@@ -20,12 +20,12 @@ __all__ = ['ADAM_BETAS', 'ADAM_EPS', 'PRECISIONS', 'DIST_TIMEOUT_MIN', 'SELECT_K
            'param_groups', 'lr_multiplier', 'total_steps', 'build_optimizer', 'build_scheduler', 'resolve_precision',
            'autocast', 'make_scaler', 'set_official_precision', 'dist_env', 'default_device', 'dist_timeout',
            'init_distributed', 'sync_gradients', 'clip_gradients', 'epoch_batches', 'train_loader', 'eval_loader',
-           'rng_state', 'set_rng_state', 'rng_preserved', 'read_run_json', 'seed_everything', 'atomic_torch_save',
-           'save_checkpoint', 'load_checkpoint', 'to_device', 'select_items', 'cat_padded', 'cat_dicts', 'evaluate',
-           'selection_value', 'lower_is_better', 'metric_names', 'FeatureDataset', 'cache_features', 'JsonlLog',
-           'check_clip_weights', 'config_differences', 'check_resume', 'check_run', 'train', 'collect_similarities',
-           'pretrain_estimator', 'config_from_dict', 'default_run_dir', 'train_cli', 'eval_cli',
-           'pretrain_estimator_cli']
+           'rng_state', 'set_rng_state', 'rng_preserved', 'generator_states', 'set_generator_states', 'read_run_json',
+           'seed_everything', 'atomic_torch_save', 'save_checkpoint', 'load_checkpoint', 'to_device', 'select_items',
+           'cat_padded', 'cat_dicts', 'evaluate', 'selection_value', 'lower_is_better', 'metric_names',
+           'FeatureDataset', 'cache_features', 'JsonlLog', 'check_clip_weights', 'config_differences', 'check_resume',
+           'check_run', 'train', 'collect_similarities', 'pretrain_estimator', 'config_from_dict', 'default_run_dir',
+           'train_cli', 'eval_cli', 'pretrain_estimator_cli']
 
 # %% ../nbs/10_train.ipynb #a33d9cba
 ADAM_BETAS = (0.9, 0.98)  # official BertAdam / CLIP
@@ -256,6 +256,17 @@ def rng_preserved():
     s = rng_state()
     try: yield
     finally: set_rng_state(s)
+
+def generator_states(model) -> dict:
+    "States of the model's own random generators (`model.generators()`, e.g. HBIModel's sampled Banzhaf target), by name."
+    return {k: g.get_state() for k, g in (model.generators() if hasattr(model, "generators") else {}).items()}
+
+def set_generator_states(model, states: dict) -> None:
+    "Restore states saved by `generator_states`; a generator the model no longer has is an error naming it."
+    gens = model.generators() if hasattr(model, "generators") else {}
+    for k, s in states.items():
+        if k not in gens: raise ValueError(f"the checkpoint has a state for generator {k!r}, which the model does not have ({sorted(gens)})")
+        gens[k].set_state(s)
 
 def read_run_json(path: str | Path) -> dict:
     "A run folder's JSON file (config.json, provenance.json, summary.json); a missing or broken one is an error naming it."
@@ -700,6 +711,7 @@ def train(cfg,                      # RunConfig
         st = ck["state"]
         st["segments"] = [*st.get("segments", []), _segment(st["step"], world)]
         if len(ck["rng"]) == world: set_rng_state(ck["rng"][rank])
+        if len(ck.get("generators") or ()) == world: set_generator_states(model, ck["generators"][rank])
         else: seed_everything(tr.seed + rank + 7919 * st["step"])
         log.truncate(st["step"])
     else:
@@ -732,13 +744,14 @@ def train(cfg,                      # RunConfig
                                              "value": v, "metrics": m}, ckdir / "best.pt")
 
     def checkpoint():
-        rngs = [rng_state()]
+        rngs, gens = [rng_state()], [generator_states(model)]
         if world > 1:
             rngs = [None] * world; dist.all_gather_object(rngs, rng_state())
+            gens = [None] * world; dist.all_gather_object(gens, generator_states(model))
         if rank == 0:
             save_checkpoint(last_ck, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                                      "state": dict(st), "rng": rngs, "world_size": world,
+                                      "state": dict(st), "rng": rngs, "generators": gens, "world_size": world,
                                       "data_order": {"seed": tr.seed, "global_batch": tr.batch_size}})
         if world > 1: dist.barrier()
 

@@ -320,3 +320,23 @@ def test_qa_loss_is_finite_when_no_answer_is_in_the_vocabulary():
     model.answer_logits_from = lambda *a: seen.append(logits_of(*a)) or seen[-1]
     out = model(b)
     assert torch.equal(out["logs"]["L_task"], F.cross_entropy(seen[0].detach(), b["answer"], ignore_index=-1))
+
+
+def test_sampled_target_draws_from_the_models_own_generator():
+    "banzhaf_target='sampled' draws from HBIModel.target_generator (seeded by train.seed), never from the global RNG."
+    from hbi_repro.banzhaf import random_game
+    gm = random_game(3, 5, 4, generator=torch.Generator().manual_seed(1))
+    args = [gm[k].float() if gm[k].is_floating_point() else gm[k] for k in ("sim", "t_mask", "v_mask", "t_weight", "v_weight")]
+    def targets(seed, n=2):
+        m = HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["model.banzhaf_target=sampled", "model.banzhaf_samples=8",
+                                                                 f"train.seed={seed}"]))
+        torch.manual_seed(123); before = torch.get_rng_state()
+        out = [m.banzhaf_target(*args) for _ in range(n)]
+        assert torch.equal(torch.get_rng_state(), before)                  # the global RNG is untouched
+        return out, m
+    (a1, a2), m = targets(0)
+    (b1, b2), _ = targets(0)
+    (c1, _), _ = targets(1)
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)                    # same train.seed, same draws
+    assert not torch.equal(a1, a2) and not torch.equal(a1, c1)            # fresh draws per call; another seed, others
+    assert set(m.generators()) == {"banzhaf_target"}

@@ -38,9 +38,11 @@ def gather_with_grad(x, which="exact"):
 
 class FakeRetrieval(nn.Module):
     "Linear 'encoders' (the encoder params), a head, a logit scale; global InfoNCE + a local term; optional dropout."
-    def __init__(self, d=6, seed=0, dropout=0.0, local_weight=0.05, gather="exact"):
+    def __init__(self, d=6, seed=0, dropout=0.0, local_weight=0.05, gather="exact", own_rng=False):
         super().__init__()
         self.gather = gather
+        # own_rng: a loss weight drawn each step from the model's own generator (as HBIModel's sampled Banzhaf target)
+        self.noise = torch.Generator().manual_seed(seed + 1) if own_rng else None
         g = torch.Generator().manual_seed(seed)
         self.enc_t, self.enc_v, self.head = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
         self.norm = nn.LayerNorm(d)
@@ -62,7 +64,10 @@ class FakeRetrieval(nn.Module):
         y = torch.arange(len(S), device=S.device)
         lc = (F.cross_entropy(S, y) + F.cross_entropy(S.T, y)) / 2          # global: same on every rank
         local = self.local_weight * f["v"].pow(2).mean()                      # local mean over this rank's items
+        if self.noise is not None: lc = lc * (1 + torch.rand((), generator=self.noise))
         return {"loss": lc + local, "logs": {"L_C": lc.detach(), "local": local.detach(), "gamma": torch.tensor(0.5)}}
+
+    def generators(self): return {} if self.noise is None else {"noise": self.noise}
 
     def forward(self, b): return self.forward_from_features({**self.encode_text(b), **self.encode_video(b)})
     def clamp_(self): self.logit_scale.clamp_(max=4.6)
@@ -85,12 +90,13 @@ def small_cfg(**changes):
 
 
 def run(run_dir, resume=False, world_data=None, device="cpu", gather="exact", **changes):
-    "One fake run: 48 train pairs, 16 val, 16 test (val/test omitted when world_data says so)."
+    "One fake run: 48 train pairs, 16 val, 16 test (val/test omitted when world_data says so); `_own_rng=True` in changes: see FakeRetrieval."
     from hbi_repro.train import train
     torch.set_num_threads(1)
+    own_rng = changes.pop("_own_rng", False)
     cfg = small_cfg(**changes)
     kw = {"val_set": fake_pairs(16, seed=1), "test_set": fake_pairs(16, seed=2)} if world_data is None else {}
-    return train(cfg, run_dir, resume=resume, train_set=fake_pairs(world_data or 48), model=FakeRetrieval(dropout=0.1 if world_data is None else 0.0, gather=gather),
+    return train(cfg, run_dir, resume=resume, train_set=fake_pairs(world_data or 48), model=FakeRetrieval(dropout=0.1 if world_data is None else 0.0, gather=gather, own_rng=own_rng),
                  device=device, **kw)
 
 
