@@ -84,6 +84,24 @@ def combine_level_logits(logits_by_level: Mapping[str, torch.Tensor] | Sequence[
     return sum(w * l for w, l in zip(weights, logits_by_level))
 
 # %% ../nbs/07_heads.ipynb #d2e32ff3
+def _best(cand: torch.Tensor,   # (B, k, V) scores of every (beam, token) continuation
+          n: int,               # how many to keep
+         ) -> tuple:            # (B, ≤n) scores, best first, and flat indices beam·V + token
+    """The n best continuations per sample, equal scores ordered by flat index (beam slot, then token id), as a stable
+    sort gives: `topk` leaves the order of ties open, and bf16 logits tie often. A tie at the n-th place that may reach
+    past the window sorts that sample in full (rare)."""
+    c = cand.reshape(cand.shape[0], -1)
+    m = min(c.shape[1], 2 * n)
+    top, idx = c.topk(m, dim=-1)
+    idx, o = idx.sort(dim=-1); top = top.gather(-1, o)                   # by index, then (stable) by score
+    top, o = top.sort(dim=-1, descending=True, stable=True); idx = idx.gather(-1, o)
+    n = min(n, m)
+    if m < c.shape[1]:
+        amb = (top[:, n - 1] == top[:, m - 1]) & (top[:, n - 1] > float("-inf"))
+        if amb.any():
+            top[amb], idx[amb] = (x[:, :m] for x in c[amb].sort(dim=-1, descending=True, stable=True))
+    return top[:, :n], idx[:, :n]
+
 class CaptionDecoder(nn.Module):
     "§3.3 captioning head: a transformer decoder (causal self-attention + cross-attention to video tokens) + vocabulary projection."
     def __init__(self, dim: int,                  # token width D (the video tokens' width)
@@ -198,7 +216,7 @@ class CaptionDecoder(nn.Module):
         finished, done = [[] for _ in range(B)], [False] * B                     # per sample: (normalised score, ids)
         for step in range(max_len):
             lp = self._next_logprobs(mem, mmask, seqs).view(B, k, Vsz)
-            top, idx = (score[..., None] + lp).view(B, k * Vsz).topk(min(2 * k, k * Vsz), dim=-1)   # (B, 2k), best first
+            top, idx = _best(score[..., None] + lp, 2 * k)                          # (B, ≤2k), best first
             top_l, beam_l, tok_l = top.tolist(), (idx // Vsz).tolist(), (idx % Vsz).tolist()
             prev = seqs.view(B, k, -1)[:, :, 1:].tolist()                         # each beam's ids so far, without BOS
             src = torch.zeros(B, k, dtype=torch.long)
@@ -215,7 +233,7 @@ class CaptionDecoder(nn.Module):
                         continue
                     src[b, m], tok[b, m], new[b, m] = j, t, s; m += 1
                     if m == k: break
-                finished[b] = sorted(finished[b], key=lambda x: -x[0])[:k]        # stable: ties keep the first to finish
+                finished[b] = sorted(finished[b], key=lambda x: -x[0])[:k]        # stable: ties keep the earlier
                 best_live = new[b, 0].item()
                 done[b] = m == 0 or (bound_pen is not None and len(finished[b]) == k      # (at the last step the
                                      and finished[b][-1][0] >= best_live / bound_pen)    # live beams finish below)
@@ -226,7 +244,7 @@ class CaptionDecoder(nn.Module):
         last, sc = seqs.view(B, k, -1)[:, :, 1:].tolist(), score.tolist()
         for b in range(B):                                                        # beams still live at max_len finish there
             if not done[b]: finished[b] += [(s / pen[max_len], last[b][j]) for j, s in enumerate(sc[b]) if s > float("-inf")]
-        return [max(f, key=lambda x: x[0])[1] if f else [] for f in finished]     # ties: the first
+        return [max(f, key=lambda x: x[0])[1] if f else [] for f in finished]     # ties: the earlier in that order
 
 # %% ../nbs/07_heads.ipynb #a74c2992
 def caption_loss(logits: torch.Tensor,        # (B, L, vocab) teacher-forced logits from CaptionDecoder

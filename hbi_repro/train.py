@@ -258,7 +258,8 @@ def rng_preserved():
     finally: set_rng_state(s)
 
 def generator_states(model) -> dict:
-    "States of the model's own random generators (`model.generators()`, e.g. HBIModel's sampled Banzhaf target), by name."
+    """States of the model's own random generators (`model.generators()`, e.g. HBIModel's sampled Banzhaf target), by
+    name. They must draw the same on every rank (a resume at another world size restores rank 0's states everywhere)."""
     return {k: g.get_state() for k, g in (model.generators() if hasattr(model, "generators") else {}).items()}
 
 def set_generator_states(model, states: dict) -> None:
@@ -272,9 +273,11 @@ def read_run_json(path: str | Path) -> dict:
     "A run folder's JSON file (config.json, provenance.json, summary.json); a missing or broken one is an error naming it."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path} not found: is {path.parent} the folder of a train run?")
-    try: return json.loads(path.read_text())
+    try: d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); the run that wrote it may have been interrupted") from None
+    if not isinstance(d, dict): raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
+    return d
 
 def seed_everything(seed: int) -> None:
     "Seed torch (all devices), numpy and python."
@@ -711,8 +714,11 @@ def train(cfg,                      # RunConfig
         st = ck["state"]
         st["segments"] = [*st.get("segments", []), _segment(st["step"], world)]
         if len(ck["rng"]) == world: set_rng_state(ck["rng"][rank])
-        if len(ck.get("generators") or ()) == world: set_generator_states(model, ck["generators"][rank])
         else: seed_everything(tr.seed + rank + 7919 * st["step"])
+        gens = ck.get("generators")   # the model's own generators are rank-independent: rank 0's state fits any world size
+        if gens: set_generator_states(model, gens[rank] if len(gens) == world else gens[0])
+        elif generator_states(model) and rank == 0:
+            warnings.warn(f"{last_ck} predates saved model generators: {sorted(generator_states(model))} restart from train.seed")
         log.truncate(st["step"])
     else:
         if resume and rank == 0: print(f"no checkpoint at {last_ck}; starting from scratch", file=sys.stderr)

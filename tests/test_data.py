@@ -220,7 +220,8 @@ def test_activitynet_paragraphs(tmp_path, clip_file):
     (root / "val_ids.json").write_text(json.dumps(["v_a3", "v_a4"]))
     assert len(ActivityNetParagraphs(root, "train", **KW)) + len(ActivityNetParagraphs(root, "val", **KW)) == 3
     assert ActivityNetParagraphs(root, "val", seed=3, val_fraction=0.5, **KW).notes == [   # val_1.json exists: it is the test split
-        "val_1.json is the test split: val is 50% of the videos of train.json, drawn with data.seed=3, and train is the rest"]
+        "val_1.json is the test split: val is 50% of the videos of train.json that train_ids.json lists, drawn with "
+        "data.seed=3, and train is the rest"]
     (root / "train_ids.json").write_text(json.dumps(["v_a0", "v_a0", "v_a1"]))   # a repeated id: v_a2 left out, counted once
     assert ActivityNetParagraphs(root, "trainval", **KW).summary()["excluded_by_list"] == 1
 
@@ -659,8 +660,8 @@ def test_data_check_of_a_folder_that_does_not_exist(tmp_path):
 
 
 def test_data_check_without_videos_still_checks_the_annotations(tmp_path):
-    "No videos/ folder: said once, and the annotation files are still read (it used to stop at the folder, split by split);"
-    "a missing annotation file that exists elsewhere under the root is pointed to."
+    """No videos/ folder: said once, and the annotation files are still read (it used to stop at the folder, split by split);
+    a missing annotation file that exists elsewhere under the root is pointed to."""
     root = tmp_path / "didemo"; root.mkdir()
     good = {"video": "c0.mp4", "description": "a dog", "times": [[0, 1]]}
     (root / "train_data.json").write_text(json.dumps([good, {"video": "c1.mp4"}]))   # row 1 lacks its description
@@ -705,8 +706,8 @@ def test_data_check_says_how_each_split_was_made(tmp_path, clip_file):
 
 
 def test_augmentation_depends_on_the_run_seed(tmp_path, clip_file):
-    "RandAugment draws follow (data.seed, train.seed, epoch): runs that differ only in train.seed augment differently"
-    "(they used to share every draw); the trainer's loader passes train.seed."
+    """RandAugment draws follow (data.seed, train.seed, epoch): runs that differ only in train.seed augment differently
+    (they used to share every draw); the trainer's loader passes train.seed."""
     from hbi_repro.train import train_loader
     ds = MSRVTTRetrieval(msrvtt_root(tmp_path, clip_file), "train", augment=True, **KW)
     def frames(epoch, seed):

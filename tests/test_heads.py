@@ -131,7 +131,8 @@ def test_beam_search_exhaustive(alpha):
 
 
 def _reference_beam(dec, vid, vm, k, max_len, alpha):
-    "The beam search 07_heads describes, written out per sample and per beam (no batching, no tensors of beams)."
+    """The beam search 07_heads describes, written out per sample and per beam, without its early stop: it always runs
+    to max_len, so agreeing with it shows the stop never changes the result."""
     pen = lambda n: ((5 + n) / 6) ** alpha
     out = []
     for b in range(vid.shape[0]):
@@ -142,7 +143,7 @@ def _reference_beam(dec, vid, vm, k, max_len, alpha):
                 with torch.no_grad():
                     lp = dec._next_logprobs(vid[b:b + 1], vm[b:b + 1], torch.tensor([[dec.bos_id, *ids]])).view(-1)
                 cands += [(s + lp[t].item(), ids, t) for t in range(dec.vocab_size) if lp[t] > float("-inf")]
-            cands.sort(key=lambda c: -c[0])
+            cands.sort(key=lambda c: -c[0])                                  # stable: ties by beam, then token id
             new = []
             for r, (s, ids, t) in enumerate(cands[:2 * k]):
                 if t == dec.eos_id:
@@ -152,43 +153,78 @@ def _reference_beam(dec, vid, vm, k, max_len, alpha):
                 if len(new) == k: break
             fin, live = sorted(fin, key=lambda f: -f[0])[:k], new
             if not live: break
-            best_possible = live[0][0] / max(pen(n) for n in range(step + 2, max_len + 1)) if step + 1 < max_len else None
-            if best_possible is not None and len(fin) == k and fin[-1][0] >= best_possible: break
         else: fin += [(s / pen(max_len), ids) for s, ids in live]
-        out.append(max(fin, key=lambda f: f[0])[1])
+        out.append(max(fin, key=lambda f: f[0])[1] if fin else [])
     return out
 
 
-def _markov_decoder(table):
-    "A decoder whose next-token log-probabilities are table[last token] (a Markov language model, no video)."
-    dec = _decoder(vocab=table.shape[0], max_len=8, pad_id=0, bos_id=1, eos_id=2)
-    dec._next_logprobs = lambda v, m, seqs: table[seqs[:, -1]]
+def _markov_decoder(tables):
+    """A decoder whose next-token log-probabilities for sample b are tables[b][last token] (a Markov language model per
+    sample; the sample's index rides in its video tokens)."""
+    tables = torch.as_tensor(tables)
+    tables = tables[None] if tables.dim() == 2 else tables
+    dec = _decoder(vocab=tables.shape[-1], max_len=8, pad_id=0, bos_id=1, eos_id=2)
+    dec._next_logprobs = lambda v, m, seqs: tables[v[:, 0, 0].long(), seqs[:, -1]]
     return dec
 
 
-@pytest.mark.parametrize("k,alpha", [(2, 0.6), (3, 1.0), (4, 0.0)])
+def _samples(B):
+    "Video tokens whose first value is the sample's index (read by `_markov_decoder`)."
+    return torch.arange(B, dtype=torch.float)[:, None, None].expand(B, 1, 16).clone(), torch.ones(B, 1, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("k,alpha", [(1, 0.6), (2, 0.6), (3, 1.0), (4, 0.0), (2, -1.0), (9, 2.0)])
 def test_beam_search_matches_the_written_out_algorithm(k, alpha):
-    "20 random Markov language models (the old search, with finished beams frozen in their places, differed on 1 of 60)."
-    vid, vm = torch.zeros(1, 1, 16), torch.ones(1, 1, dtype=torch.bool)
-    for seed in range(20):
-        logits = torch.randn(7, 7, generator=torch.Generator().manual_seed(seed)) * 2
-        logits[:, 2] += 1.0                                        # EOS likely enough that beams finish at different steps
-        table = logits.log_softmax(-1); table[:, [0, 1]] = float("-inf")
-        dec = _markov_decoder(table)
-        assert dec.beam_search(vid, vm, beam_size=k, max_len=5, length_penalty=alpha) == _reference_beam(dec, vid, vm, k, 5, alpha), seed
+    """Batches of 4 samples, each with its own random Markov language model, finishing at different steps, 10 draws; k = 9
+    exceeds the 5 usable tokens. Against the reference without early stop: the stop is exact for every penalty. (The old
+    search, with finished beams frozen in their places, differed on 1 of 60 single-sample cases.)"""
+    vid, vm = _samples(4)
+    for seed in range(10):
+        logits = torch.randn(4, 7, 7, generator=torch.Generator().manual_seed(seed)) * 2
+        logits[..., 2] += torch.tensor([-1.0, 0.0, 1.0, 2.5])[:, None]     # EOS from unlikely to likely, per sample
+        tables = logits.log_softmax(-1); tables[..., [0, 1]] = float("-inf")
+        dec = _markov_decoder(tables)
+        for max_len in (1, 5):
+            assert dec.beam_search(vid, vm, beam_size=k, max_len=max_len, length_penalty=alpha) == \
+                _reference_beam(dec, vid, vm, k, max_len, alpha), (seed, max_len)
+
+
+def test_beam_search_breaks_ties_by_beam_then_token():
+    """Equal scores rank by beam, then token id (a stable sort), not in `topk`'s open order: with every continuation
+    equally likely the search agrees with the reference, whatever the batch."""
+    uniform = torch.zeros(6, 6); uniform[:, [0, 1]] = float("-inf"); uniform = uniform.log_softmax(-1)
+    vid, vm = _samples(3)
+    dec = _markov_decoder(uniform[None].expand(3, 6, 6))
+    for k, alpha in ((2, -1.0), (3, 0.0), (2, 1.0)):
+        assert dec.beam_search(vid, vm, beam_size=k, max_len=3, length_penalty=alpha) == _reference_beam(dec, vid, vm, k, 3, alpha)
+    from hbi_repro.heads import _best
+    x = torch.tensor([[0., 1, 1, 0, 1, 1, 1, 0, 1]])
+    top, idx = _best(x[:, None], 3)
+    assert idx.tolist() == [[1, 2, 4]] and top.tolist() == [[1., 1., 1.]]    # torch's topk gave [4, 8, 6] here
 
 
 def test_a_finished_beam_does_not_take_a_live_place():
-    "Vocabulary {pad, bos, eos, a, b}; P(eos), P(a), P(b) = .4, .35, .25 after BOS, P(eos | b) = .99. With 2 beams and"
-    "α = 3, the best of all hypotheses of up to 2 tokens is [b, eos]: it needs b, ranked third after BOS, to stay live"
-    "next to a while [eos] is finished. Frozen finished beams (the old search) kept [eos] and [a] only, and returned []."
+    """Vocabulary {pad, bos, eos, a, b}; P(eos), P(a), P(b) = .4, .35, .25 after BOS, P(eos | b) = .99. With 2 beams and
+    α = 3, the best of all hypotheses of up to 2 tokens is [b, eos]: it needs b, ranked third after BOS, to stay live
+    next to a while [eos] is finished. Frozen finished beams (the old search) kept [eos] and [a] only, and returned []."""
     table = {1: [0, 0, .4, .35, .25], 3: [0, 0, .3, .6, .1], 4: [0, 0, .99, .005, .005]}   # next-token probabilities by last token
     dec = _markov_decoder(torch.tensor([[.2] * 5, table[1], [.2] * 5, table[3], table[4]]).log())   # rows 0, 2: after pad, EOS (unused)
-    vid, vm = torch.zeros(1, 1, 16), torch.ones(1, 1, dtype=torch.bool)
+    vid, vm = _samples(1)
     norm = lambda ids: math.log(math.prod(table[p][t] for p, t in zip([1, *ids], ids))) / ((5 + len(ids)) / 6) ** 3
     hyps = [[2], [3, 2], [4, 2], *([x, y] for x in (3, 4) for y in (3, 4))]   # every hypothesis of at most 2 tokens
     assert max(hyps, key=norm) == [4, 2]                                     # by hand: −1.396 / (7/6)³ = −0.879
     assert dec.beam_search(vid, vm, beam_size=2, max_len=2, length_penalty=3.0) == [[4]]
+
+
+def test_beam_search_waits_for_a_longer_hypothesis_the_penalty_favours():
+    """P(eos), P(a) = .52, .48 after BOS and P(a | a) = .999, α = 3, 4 tokens: [eos] scores log .52 = −0.654 and [a, a, a, a]
+    (log .48 + 3 log .999) / (9/6)³ = −0.218, found only if the search does not stop at [eos] (a bound at the current
+    length, −0.734, would)."""
+    rows = [[.2] * 5, [0, 0, .52, .48, 0], [.2] * 5, [0, 0, .001, .999, 0], [.2] * 5]
+    dec = _markov_decoder(torch.tensor(rows).log())
+    vid, vm = _samples(1)
+    assert dec.beam_search(vid, vm, beam_size=1, max_len=4, length_penalty=3.0) == [[3, 3, 3, 3]]
+    assert dec.greedy_decode(vid, vm, max_len=4) == [[]]                     # greedy stops at the likelier first token
 
 
 def test_open_clip_default_ids_and_stop_at_eos():

@@ -62,9 +62,9 @@ def test_task_heads_forward_backward(preset):
 
 
 def test_compiled_inference_kernels_match_eager(monkeypatch):
-    "eval.kernels=compiled scores a gallery like the eager path (to float rounding), at every level, with padding,"
-    "fully padded texts and videos, in float32 through the fused C++ kernel and through Inductor's, in float64 and"
-    "under bf16 autocast; its availability probes leave the RNG alone."
+    """eval.kernels=compiled scores a gallery like the eager path (to float rounding), at every level, with padding,
+    fully padded texts and videos, in float32 through the fused C++ kernel and through Inductor's, in float64 and
+    under bf16 autocast; its availability probes leave the RNG alone."""
     import shutil
     import hbi_repro.reconstruct as R
     from hbi_repro.bench import _random_features
@@ -116,8 +116,8 @@ def test_compiled_inference_kernels_match_eager(monkeypatch):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_fused_kernel_matches_eager_on_random_shapes(seed, monkeypatch):
-    "The C++ kernel against the eager expansion on random sizes (texts, videos, words, frames, width, hidden widths),"
-    "masks with holes, an empty text and an empty video, both weight modes and several block sizes."
+    """The C++ kernel against the eager expansion on random sizes (texts, videos, words, frames, width, hidden widths),
+    masks with holes, an empty text and an empty video, both weight modes and several block sizes."""
     import hbi_repro.reconstruct as R
     from hbi_repro.similarity import WeightHead
     monkeypatch.delenv("HBI_REPRO_FUSED_KERNEL", raising=False)   # the caller's setting must not skip this test
@@ -167,8 +167,8 @@ def test_fused_kernel_falls_back_without_a_compiler(monkeypatch, tmp_path):
 
 
 def test_training_with_cpp_kernels_matches_eager(monkeypatch):
-    "train.kernels=compiled: an HBI V2 training step has the eager path's loss and gradients (to float rounding), the C++"
-    "pair MLPs run for all four MLPs and the C++ Eq. 12 maxima at every level, autocast keeps them out; an unknown value is a clear error."
+    """train.kernels=compiled: an HBI V2 training step has the eager path's loss and gradients (to float rounding), the C++
+    pair MLPs run for all four MLPs and the C++ Eq. 12 maxima at every level, autocast keeps them out; an unknown value is a clear error."""
     import hbi_repro.reconstruct as R
     monkeypatch.delenv("HBI_REPRO_FUSED_KERNEL", raising=False)
     R._FUSED_OK.pop("train", None)
@@ -248,8 +248,8 @@ def test_official_compat_reaches_every_module():
 
 
 def test_official_compat_refuses_reconstruction():
-    "Eq. 12 on reconstructed tokens has only the paper's padding rule: compat='official' with reconstruction is an error,"
-    "not a silent hybrid (it used to build, and its S equalled the paper mode's to 0.0)."
+    """Eq. 12 on reconstructed tokens has only the paper's padding rule: compat='official' with reconstruction is an error,
+    not a silent hybrid (it used to build, and its S equalled the paper mode's to 0.0)."""
     with pytest.raises(ValueError, match="model.reconstruction=false"):
         HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["model.compat=official"]))
     with pytest.raises(ValueError, match="model.compat must be"):

@@ -117,21 +117,37 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     assert len(train_losses(full)) == 12
 
 
+def _killed_copy(killed, to, edit):
+    "A copy of a killed run folder whose last.pt is edited by `edit(checkpoint dict)`."
+    import shutil
+    shutil.copytree(killed, to)
+    ck = T.load_checkpoint(to / "checkpoints/last.pt"); edit(ck); T.save_checkpoint(to / "checkpoints/last.pt", ck)
+    return to
+
+
 def test_kill_and_resume_restores_the_models_own_generators(tmp_path):
-    "A model's own generators (HBIModel: the sampled Banzhaf target) are checkpointed and restored: bit-identical again."
-    "Without the restore the resumed run redraws from the seed, and its parameters differ (checked by hand once)."
-    ch = {**RESUME, "_own_rng": True}
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    run(full, **ch)
-    p = subprocess.run([sys.executable, str(HERE / "train_fakes.py"), "kill", str(killed), "3", json.dumps(ch)],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == -9, p.stderr[-2000:]
-    ck = T.load_checkpoint(killed / "checkpoints/last.pt")
-    assert set(ck["generators"][0]) == {"noise"}
-    run(killed, resume=True, **ch)
-    a, b = params_of(full / "checkpoints/last.pt"), params_of(killed / "checkpoints/last.pt")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert train_losses(full) == train_losses(killed)
+    """A model's own generators (HBIModel: the sampled Banzhaf target) are checkpointed and restored: bit-identical again
+    (a mutant without the restore diverges). Rank 0's states serve a resume at another world size, and a checkpoint written
+    before generators were saved still resumes bit-identically when the model has none (a reordering of the resume code
+    once reseeded the global RNG for such checkpoints)."""
+    for own_rng in (True, False):
+        ch = {**RESUME, "_own_rng": own_rng}
+        full, killed = tmp_path / f"full{own_rng}", tmp_path / f"killed{own_rng}"
+        run(full, **ch)
+        p = subprocess.run([sys.executable, str(HERE / "train_fakes.py"), "kill", str(killed), "3", json.dumps(ch)],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == -9, p.stderr[-2000:]
+        ck = T.load_checkpoint(killed / "checkpoints/last.pt")
+        assert ck["generators"] == [{"noise": ck["generators"][0]["noise"]}] if own_rng else ck["generators"] == [{}]
+        if own_rng:   # as if written by two ranks: rank 0's state is restored
+            variants = [_killed_copy(killed, tmp_path / "two_ranks", lambda c: c.update(generators=c["generators"] * 2))]
+        else:         # as if written before this change
+            variants = [_killed_copy(killed, tmp_path / "old_format", lambda c: c.pop("generators"))]
+        for d in [killed, *variants]:
+            run(d, resume=True, **ch)
+            a, b = params_of(full / "checkpoints/last.pt"), params_of(d / "checkpoints/last.pt")
+            assert all(torch.equal(a[k], b[k]) for k in a), d
+            assert train_losses(full) == train_losses(d), d
 
 
 def test_same_seed_same_metrics(tmp_path):

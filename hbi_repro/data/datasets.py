@@ -375,7 +375,8 @@ class ActivityNetParagraphs(VideoTextDataset):
             good.append(v)
         # the ids file defines the split, as in the official loader: annotated videos it does not list are left out, counted
         self.stats["excluded_by_list"] += len(set(ann) - {v for v in ids if isinstance(v, str)})
-        sel = None if test else self.split_ids(good, "videos of train.json", "val_1.json is the test split")
+        sel = None if test else self.split_ids(good, f"videos of train.json{' that train_ids.json lists' if ids_f.is_file() else ''}",
+                                               "val_1.json is the test split")
         keep = [v for v in dict.fromkeys(good) if sel is None or v in sel]
         return [{"video_id": v, "caption": " ".join(s.strip() for s in ann[v]["sentences"]),
                  "where": f"{ann_f} [{v!r}]"} for v in keep]
