@@ -46,6 +46,10 @@ class Positives:
             positives = p.tolist()
         if len(positives) != n_query:
             raise ValueError(f"positives has {len(positives)} entries for {n_query} queries")
+        is_bool = lambda x: isinstance(x, (bool, np.bool_))
+        if any(is_bool(j) or (not isinstance(j, (int, np.integer)) and any(is_bool(k) for k in j)) for j in positives):
+            raise ValueError("bool positives must be a tensor or an array of shape (N_query, N_gallery); a list of bools "
+                             "would read as gallery indices")
         lists = [[int(j)] if isinstance(j, (int, np.integer)) else [int(k) for k in j] for j in positives]
         counts = torch.tensor([len(l) for l in lists], dtype=torch.long)
         if (counts == 0).any(): raise ValueError(f"query {int((counts == 0).nonzero()[0])} has no positive")
@@ -224,7 +228,7 @@ def qa_accuracy(pred,                    # (N,) predicted answer indices, or (N,
     if answer_types is not None:
         types = list(answer_types)
         if len(types) != len(t): raise ValueError(f"answer_types has {len(types)} entries for {len(t)} questions")
-        for name in sorted(set(types)):
+        for name in sorted(set(types) - {""}):   # rows without a type count in `acc` only
             sel = torch.tensor([x == name for x in types])
             out[f"acc/{name}"] = 100 * correct[sel].double().mean().item()
             out[f"n/{name}"] = int(sel.sum())
