@@ -444,12 +444,14 @@ def train_estimator(sims: torch.Tensor,       # (N, T, V) similarity matrices
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     N = sims.shape[0]
     cell = t_masks[:, :, None] & v_masks[:, None, :]
-    I_tgt = None if target == "exact" else banzhaf_interaction(
-        sims, t_masks, v_masks, t_weights, v_weights, method="sampled", num_samples=num_samples, generator=g,
-        variant="official" if target == "official" else "paper").float()
-    # the held-out reference: Eq. 1 exactly; the official estimand has no polynomial form, so its own (sampled) targets
-    I_exact = I_tgt if target == "official" else banzhaf_interaction(sims, t_masks, v_masks, t_weights, v_weights).float()
-    if I_tgt is None: I_tgt = I_exact
+    # I_ref, the held-out reference: Eq. 1 exactly; the official estimand has no polynomial form, so its own sampled targets
+    if target == "official":
+        I_tgt = I_ref = banzhaf_interaction(sims, t_masks, v_masks, t_weights, v_weights, method="sampled",
+                                            num_samples=num_samples, generator=g, variant="official").float()
+    else:
+        I_ref = banzhaf_interaction(sims, t_masks, v_masks, t_weights, v_weights).float()
+        I_tgt = I_ref if target == "exact" else banzhaf_interaction(
+            sims, t_masks, v_masks, t_weights, v_weights, method="sampled", num_samples=num_samples, generator=g).float()
     perm = torch.randperm(N, generator=g)
     n_ho = min(N - 1, max(1, round(N * holdout)))
     ho, tr = perm[:n_ho], perm[n_ho:]
@@ -469,9 +471,9 @@ def train_estimator(sims: torch.Tensor,       # (N, T, V) similarity matrices
     with torch.no_grad():
         pred = model(x[ho], t_masks[ho], v_masks[ho])
         const = I_tgt[tr][cell[tr]].mean()
-        mse = _masked_mse(pred, I_exact[ho], cell[ho]).item()
-        mse_const = _masked_mse(torch.full_like(pred, const.item()), I_exact[ho], cell[ho]).item()
-        c = torch.corrcoef(torch.stack([pred[cell[ho]], I_exact[ho][cell[ho]]]))[0, 1].item()
+        mse = _masked_mse(pred, I_ref[ho], cell[ho]).item()
+        mse_const = _masked_mse(torch.full_like(pred, const.item()), I_ref[ho], cell[ho]).item()
+        c = torch.corrcoef(torch.stack([pred[cell[ho]], I_ref[ho][cell[ho]]]))[0, 1].item()
     report = dict(target=target, reference="official sampled targets" if target == "official" else "exact",
                   steps=steps, n_train=len(tr), n_heldout=n_ho, final_train_loss=loss.item(),
                   **{"heldout_mse_vs_" + ("official_targets" if target == "official" else "exact"): mse},

@@ -13,7 +13,7 @@ from .config import RunConfig, LEVELS
 from .similarity import token_interaction, matched_interaction, WeightHead, masked_softmax
 from .reconstruct import Reconstruction, KERNELS
 from .merge import TokenMerge
-from .banzhaf import banzhaf_interaction, PredictionHeader, load_estimator_state
+from .banzhaf import banzhaf_interaction, PredictionHeader, load_estimator_state, HEADERS
 from .losses import gather_with_grad, info_nce, banzhaf_kl, distill_kl, LogitScale
 
 # %% auto #0
@@ -130,7 +130,7 @@ LEVEL_LETTER = {"entity": "E", "action": "A", "event": "O"}  # the paper's lette
 
 def check_model_config(m) -> None:
     "The model config's choices that need no weights or data to check (called by `HBIModel` and, before any data, `train.check_run`)."
-    if m.header not in ("none", "mlp", "cnn", "mlp_sa", "cnn_sa"): raise ValueError(f"unknown header {m.header!r}")
+    if m.header not in HEADERS: raise ValueError(f"unknown header {m.header!r}; choose one of {HEADERS}")
     if m.banzhaf_target not in ("exact", "sampled", "learned"): raise ValueError(f"unknown banzhaf_target {m.banzhaf_target!r}")
     if m.compat not in ("paper", "official"): raise ValueError(f"model.compat must be 'paper' or 'official', got {m.compat!r}")
     if m.compat == "official" and m.reconstruction:   # else Eq. 12 on reconstructed tokens would silently keep the paper's padding rule
