@@ -158,6 +158,13 @@ def test_sampling_padding_and_cache(tmp_path, clip_file):
     assert DECODES["count"] == n and all(torch.equal(x, y) for x, y in zip(first, second))
 
 
+def test_windows_read_their_frames_and_a_window_outside_the_video_names_the_file(clip_file):
+    # the clip: 15 frames at 5 fps (3 s), frame k has brightness 10·k; 1 fps keeps one frame per second of the window
+    fr, m = read_frames(clip_file, 4, start=1.0, end=31.0)              # end past the video's end: clamped
+    assert m.tolist() == [True, True, False, False] and [int(round(fr[k, ..., 0].mean() / 10)) for k in range(2)] == [5, 10]
+    for start, end in ((3.0, 31.0), (-0.5, 2.0), (2.0, 1.0)):          # starts at the end, before 0, end < start
+        with pytest.raises(VideoError, match=r"base\.mp4.*window"): read_frames(clip_file, 4, start=start, end=end)
+
 def test_augment_same_on_all_frames(clip_file):
     from hbi_repro.data.video import preprocess_clip
     fr = np.repeat(read_frames(clip_file, 1)[0], 5, axis=0)   # 5 identical frames

@@ -62,7 +62,13 @@ def sample_indices(num_frames: int,          # frames in the video
     if sampling == "official" and not (np.isfinite(video_fps) and video_fps > 0):   # 0 divided, -1 kept every frame
         raise ValueError(f"video_fps (frames kept per second) must be finite and > 0, got {video_fps}")
     if max_frames <= 0: raise ValueError(f"max_frames must be positive, got {max_frames}")
-    s = 0 if start is None else min(max(int(start * fps), 0), num_frames - 1)
+    # a window that starts before 0, after the video's end, or ends before it starts is a wrong timestamp, not a clip
+    # to clamp silently; an end past the video's end is normal (DiDeMo's 31-s window on shorter videos) and is clamped
+    if start is not None and not (0 <= start and int(start * fps) < num_frames):
+        raise ValueError(f"window start {start} s is outside the video (0 to {num_frames / fps:.2f} s: {num_frames} frames at {fps:g} fps)")
+    if end is not None and start is not None and end < start:
+        raise ValueError(f"window end {end} s is before its start {start} s")
+    s = 0 if start is None else int(start * fps)
     e = num_frames - 1 if end is None else min(max(int(end * fps), s), num_frames - 1)
     if sampling == "official":
         stride = max(1, int(round(fps / video_fps)))
@@ -238,7 +244,8 @@ def read_frames(path: str | Path,          # video file
     if arr is None:
         vr, n, fps = open_video(path, num_threads)
         DECODES["count"] += 1
-        idx = sample_indices(n, fps, max_frames, sampling, video_fps, start, end)
+        try: idx = sample_indices(n, fps, max_frames, sampling, video_fps, start, end)
+        except ValueError as e: raise VideoError(f"{path}: {e}") from None
         try: arr = vr.get_batch(idx.tolist()).asnumpy()
         except Exception as e:
             hint = " (decord 0.6 mis-decodes some frame sizes, e.g. 48×32; re-encode with `hbi-repro data compress`)" \
