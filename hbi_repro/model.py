@@ -133,6 +133,15 @@ def check_model_config(m) -> None:
     if m.header not in HEADERS: raise ValueError(f"unknown header {m.header!r}; choose one of {HEADERS}")
     if m.banzhaf_target not in ("exact", "sampled", "learned"): raise ValueError(f"unknown banzhaf_target {m.banzhaf_target!r}")
     if m.compat not in ("paper", "official"): raise ValueError(f"model.compat must be 'paper' or 'official', got {m.compat!r}")
+    # level names: an unknown one (a typo such as "acton") would otherwise drop out of `needed_levels` silently
+    for key in ("levels", "infer_levels"):
+        ls = getattr(m, key)
+        if not isinstance(ls, (tuple, list)) or any(l not in LEVELS for l in ls) or (key == "infer_levels" and not ls):
+            raise ValueError(f"model.{key} must be a{' non-empty' if key == 'infer_levels' else ''} list of levels from {list(LEVELS)}, got {ls!r}")
+    bad = [p for p in m.distill if not (isinstance(p, (tuple, list)) and len(p) == 2 and all(l in LEVELS for l in p))]
+    if bad: raise ValueError(f"model.distill: each entry is a [teacher, student] pair of levels from {list(LEVELS)}, got {bad}")
+    if len(m.clusters) != 4 or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in m.clusters):
+        raise ValueError(f"model.clusters must be four positive integers [Nv^a, Nv^o, Nt^a, Nt^o], got {m.clusters!r}")
     if m.compat == "official" and m.reconstruction:   # else Eq. 12 on reconstructed tokens would silently keep the paper's padding rule
         raise ValueError("model.compat='official' reproduces the official HBI code, which has no representation "
                          "reconstruction, and its Eq. 12 padding rule is not defined for reconstructed tokens: "
@@ -327,8 +336,12 @@ class HBIModel(nn.Module):
     def caption_loss(self, video: dict, batch: dict) -> torch.Tensor:
         "Teacher-forced cross-entropy of the caption decoder over single-modal video tokens (§3.3)."
         from hbi_repro.heads import caption_loss
-        logits = self.decoder(video["v"], video["v_mask"], batch["caption_ids"], batch["caption_mask"].bool())
-        return caption_loss(logits, batch["caption_ids"], batch["caption_mask"].bool())
+        # cropped to the batch's last real word and frame: the decoder's dropout draws one number per position, so padding
+        # columns (eval.max_caption_len + 2 words, data.max_frames frames) would shift the draws of the real positions
+        ids, cm, v, vm = batch["caption_ids"], batch["caption_mask"].bool(), video["v"], video["v_mask"]
+        L, F_ = (int(m.any(0).nonzero().max()) + 1 if m.any() else 1 for m in (cm, vm))
+        ids, cm, v, vm = ids[:, :L], cm[:, :L], v[:, :F_], vm[:, :F_]
+        return caption_loss(self.decoder(v, vm, ids, cm), ids, cm)
 
     @torch.no_grad()
     def generate_captions(self, batch: dict, beam_size: int | None = None) -> list:

@@ -500,12 +500,13 @@ def cache_features(model: nn.Module, dataset, cfg, device: torch.device, precisi
 
 # %% ../nbs/10_train.ipynb #f6709f58
 class JsonlLog:
-    "Append-only JSONL log (rank 0 writes; others no-op); `truncate(step)` drops lines after a resumed step."
+    "Append-only JSONL log (rank 0 writes; others no-op); `truncate(step)` drops lines after a resumed step, and test records (the end of a run writes them again)."
     def __init__(self, path: Path, active: bool):
         self.path, self.active = Path(path), active
     def truncate(self, step: int) -> None:
         if not self.active or not self.path.exists(): return
-        keep = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
+        recs = [(l, json.loads(l)) for l in self.path.read_text().splitlines() if l.strip()]
+        keep = [l for l, r in recs if r.get("step", 0) <= step and r.get("split") != "test"]
         from hbi_repro.provenance import atomic_write_text
         atomic_write_text(self.path, "".join(l + "\n" for l in keep))
     def write(self, rec: dict) -> None:
@@ -592,7 +593,9 @@ def check_clip_weights(cfg) -> None:
            "see data/README.md, 'CLIP weights'")
     if not p: raise FileNotFoundError(f"the paper profile needs CLIP weights, but model.clip_checkpoint is unset "
                                       f"(training would start from a randomly initialised CLIP); {how}")
-    if not Path(p).is_file(): raise FileNotFoundError(f"model.clip_checkpoint {p!r} does not exist (relative to {os.getcwd()}); {how}")
+    if not Path(p).is_file():
+        raise FileNotFoundError(f"model.clip_checkpoint {p!r} does not exist (relative to {os.getcwd()}): put OpenAI's ViT-B/32 "
+                                f"weights there, or pass the path of the file you have; see data/README.md, 'CLIP weights'")
 
 def _flat(d: dict) -> dict:
     "A `config_dict` as {'section.field': value} (top-level keys such as 'profile' as they are)."
@@ -635,6 +638,13 @@ def check_run(cfg,                      # RunConfig
     check_model_config(cfg.model)
     if tr.task not in SELECT_KEYS: raise ValueError(f"train.task must be one of {list(SELECT_KEYS)}, got {tr.task!r}")
     if tr.precision not in PRECISIONS: raise ValueError(f"train.precision must be one of {PRECISIONS}, got {tr.precision!r}")
+    counts = {"train.batch_size": (tr.batch_size, 1), "train.epochs": (tr.epochs, 1), "train.max_steps": (tr.max_steps, 0),
+              "train.eval_every": (tr.eval_every, 0), "train.ckpt_every": (tr.ckpt_every, 0), "eval.batch_size": (cfg.eval.batch_size, 1),
+              "data.max_frames": (cfg.data.max_frames, 1), "data.max_words": (cfg.data.max_words, 3)}   # words: [SOT], one word, [EOT]
+    for key, (v, least) in counts.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < least: raise ValueError(f"{key} must be an integer >= {least}, got {v!r}")
+    if not 0 < cfg.data.val_fraction < 1:
+        raise ValueError(f"data.val_fraction (the share of train carved off for model selection) must be between 0 and 1, got {cfg.data.val_fraction}")
     if tr.batch_size % world: raise ValueError(f"train.batch_size={tr.batch_size} must be divisible by the world size {world}")
     post = cfg.eval.post
     bad = [post] if isinstance(post, str) else [p for p in post if p not in _POST]
@@ -666,6 +676,7 @@ def train(cfg,                      # RunConfig
           device: str | torch.device | None = None,  # default: cuda:LOCAL_RANK if visible, else cpu
          ) -> dict:
     "Train `model` on `train_set`, select on `val_set`, test last and best on `test_set`; returns the summary."
+    from hbi_repro.config import config_dict
     started, tr = time.time(), cfg.train
     run_dir = Path(run_dir); ckdir = run_dir / "checkpoints"
     select = select or getattr(tr, "select", None) or SELECT_KEYS.get(tr.task, "")
@@ -706,7 +717,14 @@ def train(cfg,                      # RunConfig
     last_ck = ckdir / "last.pt"
     if resume and last_ck.exists():
         ck = load_checkpoint(last_ck)
-        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
+        if "config" in ck:   # config.json was checked by check_resume; this checks the checkpoint itself (older ones lack it)
+            diff = config_differences(config_dict(config_from_dict(ck["config"])), config_dict(cfg), ignore=RESUME_MAY_DIFFER)
+            if diff: raise ValueError(f"cannot resume {last_ck}: it was written under another config than {run_dir / 'config.json'} "
+                                      f"(differing: {', '.join(diff)}); start afresh (no --resume) or use that run's config")
+        try: model.load_state_dict(ck["model"])
+        except RuntimeError as e:
+            raise ValueError(f"cannot resume {last_ck}: its weights do not fit the model of this config ({str(e).splitlines()[0]})") from None
+        opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
         if scaler is not None and ck.get("scaler"): scaler.load_state_dict(ck["scaler"])
         order = {"seed": tr.seed, "global_batch": tr.batch_size}
         if ck.get("data_order", order) != order:
@@ -725,7 +743,6 @@ def train(cfg,                      # RunConfig
         st["segments"] = [_segment(0, world)]
         seed_everything(tr.seed + rank)
         if rank == 0:
-            from hbi_repro.config import config_dict
             from hbi_repro.provenance import atomic_write_text, provenance
             run_dir.mkdir(parents=True, exist_ok=True)
             if log.path.exists(): log.path.unlink()
@@ -741,7 +758,7 @@ def train(cfg,                      # RunConfig
         m = evaluate(model, val_loader, cfg, device, precision, progress) if val_loader is not None else None
         m = _broadcast_object(m, rank, world)
         if m is None: return
-        st["last_val"] = m
+        st["last_val"], st["val_step"] = m, st["step"]
         v = selection_value(m, select)
         log.write({"kind": "eval", "split": "val", "step": st["step"], "epoch": st["epoch"], **_scalars(m)})
         if st["best_value"] is None or (v < st["best_value"] if lower else v > st["best_value"]):
@@ -758,11 +775,14 @@ def train(cfg,                      # RunConfig
             save_checkpoint(last_ck, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                                       "state": dict(st), "rng": rngs, "generators": gens, "world_size": world,
-                                      "data_order": {"seed": tr.seed, "global_batch": tr.batch_size}})
+                                      "data_order": {"seed": tr.seed, "global_batch": tr.batch_size}, "config": config_dict(cfg)})
         if world > 1: dist.barrier()
 
     model.train()
-    last_eval = last_ck_step = -1
+    # a resumed run starts at its last checkpoint's step, validated there already when val_step says so (older checkpoints
+    # lack it: validated again); without this a run resumed after its final checkpoint logged its final validation twice
+    resumed = resume and last_ck.exists()
+    last_eval, last_ck_step = (st.get("val_step", -1), st["step"]) if resumed else (-1, -1)
     bar = tqdm(total=total, initial=st["step"], desc="train", disable=not progress, dynamic_ncols=True)
     while st["step"] < total:
         loader = train_loader(data, cfg, st["epoch"], st["batch_in_epoch"], rank, world, collate, pin=device.type == "cuda")
@@ -891,11 +911,17 @@ def train_cli(task: Param("retrieval, qa or caption", str),
               set: Param("config overrides key=value ...", str, nargs="*") = None,
               run_dir: Param("output folder (default runs/TASK/PROFILE/PRESET/seedN)", str) = None,
               resume: Param("continue from run_dir/checkpoints/last.pt", store_true) = False,
+              overwrite: Param("replace an earlier run in run_dir (without it, a folder holding one is an error)", store_true) = False,
               select: Param("validation metric for model selection (default per task)", str) = None):
     "Train a model (works under torchrun) and print the summary as JSON."
     from hbi_repro.config import get_config
     cfg = get_config(profile, preset, list(set or ()), task=task)
-    s = train(cfg, run_dir or default_run_dir(cfg), resume=resume, select=select)
+    run_dir = Path(run_dir or default_run_dir(cfg))
+    earlier = [f for f in ("summary.json", "checkpoints/last.pt", "checkpoints/best.pt") if (run_dir / f).exists()]
+    if earlier and not (resume or overwrite):   # `train` itself starts afresh by removing them (run_rows relies on it); the CLI asks
+        raise FileExistsError(f"{run_dir} holds an earlier run ({', '.join(earlier)}): --resume continues it, --overwrite replaces "
+                              f"it, --run_dir names another folder (the default folder does not depend on --set)")
+    s = train(cfg, run_dir, resume=resume, select=select)
     if dist_env()[0] == 0: print(json.dumps(s, indent=2, default=str))
 
 @call_parse
@@ -904,7 +930,8 @@ def eval_cli(run_dir: Param("a train run folder", str, required=True) = None,
              split: Param("test or val", str) = "test"):
     "Evaluate a checkpoint of a finished run on a split and print the metrics as JSON."
     if run_dir is None: raise ValueError("--run_dir is required")
-    if ckpt not in ("best", "last") or split not in ("test", "val"): raise ValueError("--ckpt best|last, --split test|val")
+    if ckpt not in ("best", "last"): raise ValueError(f"--ckpt must be best or last, not {ckpt!r}")
+    if split not in ("test", "val"): raise ValueError(f"--split must be test or val, not {split!r}")
     run_dir = Path(run_dir)
     for f in (run_dir / "config.json", run_dir / "checkpoints" / f"{ckpt}.pt"):
         if not f.exists(): raise FileNotFoundError(f"{f} not found: --run_dir must be the folder of a train run")

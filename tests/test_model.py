@@ -61,6 +61,34 @@ def test_task_heads_forward_backward(preset):
         assert len(caps) == 4 and all(isinstance(c, list) for c in caps)
 
 
+def test_caption_training_does_not_depend_on_padding():
+    """The decoder's dropout draws one number per position: more caption padding (a longer eval.max_caption_len) or more
+    padded frames used to shift the draws of the real positions and so change the training loss and gradients."""
+    cfg = get_config("smoke", "T3/HBI-V2")
+    torch.manual_seed(0)
+    model = HBIModel(cfg, vocab_size=50).train()
+    b = synthetic_batch(4, 6, 10, 32, seed=0)
+    b["video_mask"][2, 4:] = False                                   # one shorter video
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 50, (4, 9), generator=g); ids[:, 0] = 48; ids[:, 7] = 49; ids[:, 8] = 0; ids[1, 5:] = 0; ids[1, 4] = 49
+    b["caption_ids"], b["caption_mask"] = ids, ids != 0
+
+    def loss_and_grads(batch):
+        torch.manual_seed(1); model.zero_grad()
+        out = model(batch); out["loss"].backward()
+        return out["loss"].detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    padded = dict(b)
+    padded["caption_ids"] = torch.nn.functional.pad(ids, (0, 7))   # seven more padded words
+    padded["caption_mask"] = padded["caption_ids"] != 0
+    padded["video"] = torch.cat([b["video"], torch.randn(4, 3, *b["video"].shape[2:])], 1)   # three padded frames of noise
+    padded["video_mask"] = torch.nn.functional.pad(b["video_mask"], (0, 3))
+    (l0, g0), (l1, g1) = loss_and_grads(b), loss_and_grads(padded)
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-6)
+    assert g0.keys() == g1.keys()
+    for n in g0: torch.testing.assert_close(g1[n], g0[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
 def test_compiled_inference_kernels_match_eager(monkeypatch):
     """eval.kernels=compiled scores a gallery like the eager path (to float rounding), at every level, with padding,
     fully padded texts and videos, in float32 through the fused C++ kernel and through Inductor's, in float64 and
@@ -254,6 +282,21 @@ def test_official_compat_refuses_reconstruction():
         HBIModel(get_config("smoke", "T1/HBI-V2", overrides=["model.compat=official"]))
     with pytest.raises(ValueError, match="model.compat must be"):
         HBIModel(get_config("smoke", "T1/HBI", overrides=["model.compat=offical"]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ('model.levels=["entity","acton"]', "model.levels must be"),          # a typo used to drop the level silently
+    ('model.infer_levels=["scene"]', "model.infer_levels must be"),
+    ("model.infer_levels=[]", "model.infer_levels must be a non-empty"),
+    ('model.distill=[["entity","evnt"]]', "model.distill"),
+    ('model.distill=[["entity"]]', "model.distill"),
+    ("model.clusters=[6,2,16]", "model.clusters must be"),
+    ("model.clusters=[6,0,16,4]", "model.clusters must be"),
+])
+def test_model_config_names_a_bad_level_distill_pair_or_cluster_list(override, message):
+    "Checked before any data or weights (`check_model_config`, also run by `train.check_run`)."
+    with pytest.raises(ValueError, match=message):
+        HBIModel(get_config("smoke", "T1/HBI-V2", overrides=[override]))
 
 
 def test_official_estimator_checkpoint_loads(tmp_path):

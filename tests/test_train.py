@@ -339,6 +339,13 @@ def test_train_and_eval_cli(tmp_path, monkeypatch, capsys):
         m = T.eval_cli(run_dir=str(tmp_path), ckpt=ck, split="test")
         assert m == summary[ck]["test"]
     assert T.config_from_dict(json.loads((tmp_path / "config.json").read_text())).train.max_steps == 3
+    # the CLI does not replace a finished run unless told to (the default run folder does not depend on --set)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        T.train_cli("retrieval", profile="smoke", set=["train.max_steps=2", "train.batch_size=8", "data.num_workers=0"], run_dir=str(tmp_path))
+    assert json.loads((tmp_path / "summary.json").read_text())["metrics"]["steps"] == 3
+    T.train_cli("retrieval", profile="smoke", set=["train.max_steps=2", "train.batch_size=8", "data.num_workers=0"],
+                run_dir=str(tmp_path), overwrite=True)
+    assert json.loads((tmp_path / "summary.json").read_text())["metrics"]["steps"] == 2
 
 
 # -- fail fast, stale files, resume checks, selection direction ------------------------------------------------------
@@ -399,6 +406,31 @@ def test_resume_checks_the_config_and_records_segments(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"): run(tmp_path, resume=True, **ch)
 
 
+def test_resume_after_the_final_checkpoint_validates_once(tmp_path):
+    "A run stopped after its final checkpoint (here: in the test evaluation) resumes to the same summary, logging its final val once."
+    s = run(tmp_path, **RESUME)
+    log = (tmp_path / "log.jsonl").read_text()
+    (tmp_path / "summary.json").unlink()                      # as if killed while testing
+    s2 = run(tmp_path, resume=True, **RESUME)
+    val_steps = [r["step"] for r in map(json.loads, open(tmp_path / "log.jsonl")) if r.get("split") == "val"]
+    assert val_steps == [6, 12] and (tmp_path / "log.jsonl").read_text() == log
+    assert s2["best"] == s["best"] and s2["last"]["test"] == s["last"]["test"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_config_naming_it(tmp_path):
+    "last.pt records its config: a checkpoint copied in from another run is refused, as is one whose weights do not fit."
+    import shutil
+    ch = {"train.epochs": 1, "train.ckpt_every": 2}
+    run(tmp_path / "a", **ch); run(tmp_path / "b", **{**ch, "train.lr": 0.05})
+    shutil.copy(tmp_path / "b/checkpoints/last.pt", tmp_path / "a/checkpoints/last.pt")   # config.json still says lr 1e-2
+    with pytest.raises(ValueError, match=r"a/checkpoints/last\.pt.*another config.*train\.lr"): run(tmp_path / "a", resume=True, **ch)
+    def foreign(ck):   # an older checkpoint (no config) of a model with other weights
+        del ck["config"]; ck["model"] = {k + "_other": v for k, v in ck["model"].items()}
+    _killed_copy(tmp_path / "b", tmp_path / "c", foreign)
+    shutil.copy(tmp_path / "a/config.json", tmp_path / "c/config.json")
+    with pytest.raises(ValueError, match=r"c/checkpoints/last\.pt: its weights do not fit"): run(tmp_path / "c", resume=True, **ch)
+
+
 def test_select_lower_is_better_keeps_the_lowest(tmp_path):
     "Selecting on MnR (lower is better) keeps the model with the lowest validation MnR."
     s = T.train(small_cfg(**{"train.eval_every": 2}), tmp_path, train_set=fake_pairs(48), val_set=fake_pairs(16, seed=1),
@@ -413,6 +445,12 @@ def test_select_lower_is_better_keeps_the_lowest(tmp_path):
     ({"eval.post": ("foo",)}, None, ValueError, "eval.post"),
     ({}, "MdR", KeyError, "t2v/MdR"),          # ambiguous: t2v/MdR and v2t/MdR
     ({}, "R@3", KeyError, "not among"),
+    ({"train.batch_size": 0}, None, ValueError, "train.batch_size must be an integer >= 1"),   # was a ZeroDivisionError
+    ({"train.epochs": 0}, None, ValueError, "train.epochs"),       # was a 'best' model that never trained
+    ({"train.max_steps": -1}, None, ValueError, "train.max_steps"),
+    ({"data.max_words": 2}, None, ValueError, "data.max_words"),
+    ({"data.val_fraction": 1.5}, None, ValueError, "data.val_fraction"),   # was an error about the number of videos
+    ({"data.val_fraction": 0.0}, None, ValueError, "data.val_fraction"),
 ])
 def test_bad_settings_fail_before_training(tmp_path, changes, select, err, msg):
     with pytest.raises(err, match=msg):
