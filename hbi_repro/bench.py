@@ -388,15 +388,15 @@ from fastcore.script import call_parse, Param
 
 @call_parse
 def bench_cli(which: Param("model (issue-4 CPU targets), threads (the issue-4 step at 1 and 2 CPU threads), floor (HBI V2 inference vs its arithmetic floor), table8 (GPU) or video (decoding, cache)", str) = "model",
-              out: Param("result JSON", str) = None):
+              out: Param("result JSON (default results/bench/<which>.json under the current folder: from the repository root, the committed file is replaced)", str) = None):
     "Speed benchmarks: tiny-model step/inference ratios on this CPU, the inference floor, Table VIII on a GPU, or video decoding."
     import json
     if which not in ("model", "threads", "floor", "table8", "video"):
-        raise SystemExit(f"--which must be model, threads, floor, table8 or video, not {which!r}")
+        raise ValueError(f"--which must be model, threads, floor, table8 or video, not {which!r}")
     if which == "threads":
         print(json.dumps(bench_threads(out or "results/bench/threads.json"), indent=1)); return
     if which == "table8" and not torch.cuda.is_available():
-        raise SystemExit("--which table8 times Table VIII on a CUDA GPU, and none is visible here; on a CPU use --which model")
+        raise ValueError("--which table8 times Table VIII on a CUDA GPU, and none is visible here; on a CPU use --which model")
     if which == "video":
         from hbi_repro.data.video import bench_video
         print(json.dumps(bench_video(out or "results/bench/video.json"), indent=1)); return

@@ -14,7 +14,8 @@ from .config import get_config, override, config_dict
 
 # %% auto #0
 __all__ = ['DATASET_FILES', 'ARTIFACTS', 'SYNTHETIC_ONLY', 'CLIPPretrain', 'backbone', 'row_metrics', 'run_rows',
-           'check_paper_inputs', 'artifact_notebook', 'artifact_names', 'reproduce_notebooks', 'reproduce']
+           'check_paper_inputs', 'artifact_notebook', 'artifact_names', 'NotebookFailed', 'reproduce_notebooks',
+           'reproduce']
 
 # %% ../nbs/14_experiments.ipynb #ccdc1f6f
 class CLIPPretrain(nn.Module):
@@ -158,11 +159,12 @@ def check_paper_inputs(datasets: list,            # dataset names the notebook w
     "Raise at once, naming every missing file, if the paper profile's data or weights are not where data/README.md says."
     missing = []
     if not clip_checkpoint or not Path(clip_checkpoint).exists():
-        missing.append(f"CLIP weights {clip_checkpoint!r} (`hbi-repro reproduce --clip_checkpoint PATH`, or papermill `-p clip_checkpoint PATH`; see data/README.md, 'CLIP weights')")
+        what = f"{Path(clip_checkpoint).resolve()} (not found)" if clip_checkpoint else "(none given)"
+        missing.append(f"CLIP weights {what}: `hbi-repro reproduce --clip_checkpoint PATH`, or papermill `-p clip_checkpoint PATH`; see data/README.md, 'CLIP weights'")
     for d in datasets:
         folder, files = DATASET_FILES[d]
         for f in files:
-            p = Path(data_root) / folder / f
+            p = Path(data_root).resolve() / folder / f   # absolute: the notebooks run in nbs/, the reader is elsewhere
             if not p.exists(): missing.append(f"{p} (dataset {d}; see data/README.md, 'Expected layout')")
     if missing:
         raise FileNotFoundError("the paper profile needs real data and CLIP weights; missing:\n  " + "\n  ".join(missing))
@@ -197,11 +199,15 @@ def artifact_names(only: list | None, profile: str, nbs_dir: Path) -> list:
     if only: return [n.upper() for n in only]
     return [k for k in ARTIFACTS if (nbs_dir / artifact_notebook(k)[0]).exists() and not (profile == "paper" and k in SYNTHETIC_ONLY)]
 
+class NotebookFailed(RuntimeError):
+    "A run_* notebook raised: the message is the cell's error, the executed notebook holds its traceback."
+
 def reproduce_notebooks(only: list | None = None,      # short names (T1, F9, ...); None = all that exist
                         profile: str = "synthetic",
                         nbs_dir: str | Path | None = None,   # default: the repository's nbs/
                         out_dir: str | Path | None = None,   # executed notebooks; default: results/executed/
-                        parameters: dict | None = None) -> list:   # papermill parameters, given to each notebook that declares them
+                        parameters: dict | None = None,   # papermill parameters, given to each notebook that declares them
+                        progress: bool = True) -> list:   # papermill's bar of executed cells (tqdm; TQDM_MININTERVAL=30 s)
     "Execute the chosen run_*.ipynb with papermill (cwd = nbs/, as nbdev_test does); returns the executed paths."
     import os, papermill as pm
     from hbi_repro.config import PROFILES
@@ -223,8 +229,12 @@ def reproduce_notebooks(only: list | None = None,      # short names (T1, F9, ..
         given = {k: v for k, v in (parameters or {}).items() if k in declared[n]}   # e.g. run_alignment has no clip_checkpoint
         out = out_dir / f"{stem}-{profile}.ipynb"; out.parent.mkdir(parents=True, exist_ok=True)
         print(f"[{n}] {nb}{''.join(f' {k}={v}' for k, v in {**params, **given}.items())} (profile {profile}) → {out}", flush=True)
-        pm.execute_notebook(str(nbs_dir / nb), str(out), parameters={"profile": profile, **params, **given},
-                            cwd=str(nbs_dir), kernel_name="python3", progress_bar=False)
+        try:
+            pm.execute_notebook(str(nbs_dir / nb), str(out), parameters={"profile": profile, **params, **given},
+                                cwd=str(nbs_dir), kernel_name="python3", progress_bar=progress)
+        except pm.PapermillExecutionError as e:   # the cell's own error, not papermill's wrapper; the traceback stays in `out`
+            raise NotebookFailed(f"{nb} stopped in cell {e.exec_count} with {e.ename}: {e.evalue}\n  (the executed notebook "
+                                 f"{out} holds the traceback{'; done before it: ' + ', '.join(map(str, done)) if done else ''})") from e
         done.append(out)
     return done
 
@@ -248,7 +258,8 @@ def reproduce(only: Param("comma-separated artifacts, e.g. T1,F9 (default: all)"
               seeds: Param("comma-separated seeds, e.g. 0,1,2 (default: each notebook's)", str) = None):
     "Regenerate paper tables and figures by running their notebooks through papermill."
     t0 = time.time() - 1
-    outs = reproduce_notebooks(only.split(",") if only else None, profile, parameters=_cli_parameters(clip_checkpoint, data_root, seeds, profile))
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None   # "T1, F9" as well as "T1,F9"
+    outs = reproduce_notebooks(names, profile, parameters=_cli_parameters(clip_checkpoint, data_root, seeds, profile))
     res = Path(outs[0]).parent.parent if outs else None          # results/executed/ → results/
     folders = sorted({p.parent for p in res.glob(f"*/{profile}/*") if p.is_file() and p.stat().st_mtime >= t0}) if res else []
     print("executed notebooks:\n  " + "\n  ".join(map(str, outs)) + "\nresults written (one JSON per row, table.md, figures):\n  "

@@ -208,6 +208,24 @@ def test_msrvtt_caption(tmp_path, clip_file):
         MSRVTTCaption(root, "test", protocol="standard", **KW)
 
 
+def test_msrvtt_caption_test_video_without_captions_names_the_list_row(tmp_path, clip_file):
+    "A test-list video with no caption in MSRVTT_data.json: the error names the list file and row (it named only MSRVTT_data.json)."
+    root = msrvtt_root(tmp_path, clip_file)
+    data = json.loads((root / "MSRVTT_data.json").read_text())
+    data["sentences"] = [s for s in data["sentences"] if s["video_id"] != "video5"]
+    (root / "MSRVTT_data.json").write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match=r"MSRVTT_JSFUSION_test.csv row 3: unknown video id 'video5': no caption in MSRVTT_data.json"):
+        MSRVTTCaption(root, "test", **KW)
+    with pytest.raises(AnnotationError, match=r"MSRVTT_data.json videos\[5\]: unknown video id 'video5': no caption"):
+        MSRVTTCaption(root, "test", protocol="standard", **KW)
+    write_csv(root / "MSRVTT_train.9k.csv", ["video_id"], [["video0"], ["video1"], ["video0"], ["video9"]])
+    with pytest.raises(AnnotationError, match=r"MSRVTT_train.9k.csv row 5: unknown video id 'video9'"):
+        MSRVTTCaption(root, "trainval", **KW)
+    rep = check_dataset("msrvtt_caption", root, ("test",), decode=False)
+    assert rep["problems"]["unknown_video"]["first"] == [
+        f"[test] {root / 'MSRVTT_JSFUSION_test.csv'} row 3: unknown video id 'video5': no caption in MSRVTT_data.json"]
+
+
 def test_activitynet_paragraphs(tmp_path, clip_file):
     root = tmp_path / "activitynet"
     put_videos(root / "videos", [f"v_a{i}.mp4" for i in range(5)], clip_file)
@@ -272,6 +290,25 @@ def test_didemo_carved_val_is_disjoint_from_train(tmp_path, clip_file):
     assert set(DiDeMoParagraphs(root, "val", **KW).checksums()) == {"didemo/train_data.json", "didemo/train_list.txt"}
 
 
+def test_didemo_description_that_is_not_a_string_is_a_malformed_row(tmp_path, clip_file):
+    "A null or non-string description used to become the query text 'None'."
+    root = tmp_path / "didemo"
+    put_videos(root / "videos", ["a.mp4", "b.mp4"], clip_file)
+    (root / "train_data.json").write_text(json.dumps([{"video": "a.mp4", "description": "x", "times": [[0, 1]]}]))
+    for bad, what in ((None, "null"), (7, "a number \\(7\\)"), (["a", "b"], "a list")):
+        rows = [{"video": "a.mp4", "description": "a man runs", "times": [[0, 1]]},
+                {"video": "b.mp4", "description": bad, "times": [[0, 1]]}]
+        (root / "test_data.json").write_text(json.dumps(rows))
+        with pytest.raises(AnnotationError, match=r"test_data.json \[1\]: description is not a string: " + what):
+            DiDeMoParagraphs(root, "test", **KW)
+    rep = check_dataset("didemo", root, ("test",), decode=False)
+    assert rep["problems"]["malformed_row"]["first"] == [f"[test] {root / 'test_data.json'} [1]: description is not a string: a list ([\"a\", \"b\"])"]
+    assert rep["items"] == {"test": 1}                        # b.mp4 had no other description: it is not a 'None' query
+    (root / "test_data.json").write_text(json.dumps([{"video": ["a.mp4"], "description": "a man runs"}]))
+    with pytest.raises(AnnotationError, match=r"test_data.json \[0\]: video is not a string: a list"):
+        DiDeMoParagraphs(root, "test", **KW)                  # was: TypeError: unhashable type: 'list'
+
+
 def test_msrvtt_qa_and_msvd_qa(tmp_path, clip_file):
     for cls, name in ((VideoQA, "msrvtt"), (MSVDQA, "msvd")):
         root = qa_root(tmp_path, clip_file, name)
@@ -328,6 +365,48 @@ def test_missing_and_corrupt_and_zero_fps(tmp_path, clip_file):
     with pytest.raises(VideoError, match="video4.mp4"): MSRVTTRetrieval(root, "test", **KW)[0]
 
 
+def test_qa_answers_that_are_not_strings_are_malformed_rows(tmp_path, clip_file):
+    """A null, list, object, boolean or float answer used to be scored as the out-of-vocabulary answer 'None' (or '[...]'),
+    silently; it is a malformed row now, in every QA format. An integer answer is read as its string form."""
+    root = qa_root(tmp_path, clip_file)
+    row = lambda a, v=3: json.dumps({"answer": a, "question": "who talks?", "video_id": f"video{v}", "answer_type": "who"})
+    for bad, what in ((None, "null"), (["man"], "a list"), ({"a": 1}, "an object"), (True, "a boolean"), (1.5, "a number")):
+        (root / "qa" / "test.jsonl").write_text(row("man") + "\n" + row(bad) + "\n")
+        with pytest.raises(AnnotationError, match=r"test.jsonl:2: answer is not a string: " + what):
+            VideoQA(root, "test", **KW)
+    (root / "qa" / "test.jsonl").write_text(row("man") + "\n" + row(None) + "\n")
+    rep = check_dataset("msrvtt_qa", root, decode=False)      # data check lists it (it said 'no problems')
+    assert rep["problems"]["malformed_row"]["first"] == [f"[test] {root / 'qa' / 'test.jsonl'}:2: answer is not a string: null"]
+    assert rep["items"]["test"] == 1
+    with open(root / "qa" / "train.jsonl", "a") as f: f.write("\n" + row(None, 0))
+    ds = VideoQA(root, "train", on_error="skip", **KW)        # train: skipped and counted, like any malformed row
+    assert ds.stats["skipped_malformed_row"] == 1 and len(ds) == 3 and "oov" not in ds.stats
+    (root / "qa" / "test.jsonl").write_text(row(2) + "\n")  # an integer answer: its string form
+    (root / "qa" / "train_ans2label.json").write_text(json.dumps({"dog": 0, "man": 1, "2": 2}))
+    te = VideoQA(root, "test", **KW)
+    assert te[0]["answer_text"] == "2" and te[0]["answer"].item() == 2
+    # MSVD-QA *_qa.json
+    root = qa_root(tmp_path, clip_file, "msvd")
+    (root / "qa" / "test.jsonl").unlink()
+    (root / "qa" / "test_qa.json").write_text(json.dumps([{"question": "who?", "answer": "man", "video_id": "video3"},
+                                                          {"question": "who?", "answer": None, "video_id": "video3"}]))
+    with pytest.raises(AnnotationError, match=r"test_qa.json \[1\]: answer is not a string: null"): MSVDQA(root, "test", **KW)
+    # ActivityNet-QA *_a.json
+    root = tmp_path / "activitynet"
+    put_videos(root / "videos", ["v_abc.mp4"], clip_file); (root / "qa").mkdir()
+    qs = [{"video_name": "abc", "question": f"how many {k}?", "question_id": f"q{k}"} for k in range(2)]
+    for sp in ("train", "test"):
+        (root / "qa" / f"{sp}_q.json").write_text(json.dumps(qs))
+        (root / "qa" / f"{sp}_a.json").write_text(json.dumps([{"answer": 3, "type": 7, "question_id": "q0"},
+                                                              {"answer": [], "type": 7, "question_id": "q1"}]))
+    (root / "qa" / "train_ans2label.json").write_text(json.dumps({"3": 0, "no": 1}))
+    with pytest.raises(AnnotationError, match=r"test_q.json \[1\]: the answer of question_id 'q1' in test_a.json is not a string: a list"):
+        ActivityNetQA(root, "test", **KW)
+    (root / "qa" / "train_ans2label.json").unlink()           # the vocabulary from the train answers: the bad row counted once
+    tr = ActivityNetQA(root, "trainval", on_error="skip", **KW)
+    assert [r["answer_text"] for r in tr.records] == ["3"] and tr.stats["skipped_malformed_row"] == 1 and tr.answers == ["3"]
+
+
 def test_caption_problems(tmp_path, clip_file):
     root = msrvtt_root(tmp_path, clip_file)
     write_csv(root / "MSRVTT_JSFUSION_test.csv", ["key", "vid_key", "video_id", "sentence"],
@@ -382,6 +461,27 @@ def test_data_check_and_compress(tmp_path, clip_file):
     with pytest.raises(ValueError, match=r"good.mkv.*good.mkv.mp4"):
         compress_videos(src, tmp_path / "dst2", fps=3, short_side=32, progress=False)
     assert not (tmp_path / "dst2").exists()
+
+
+def test_texts_that_are_not_strings_say_so(tmp_path, clip_file):
+    "A null, numeric or list caption or question is 'not a string' (it used to be reported as an 'empty caption')."
+    with pytest.raises(AnnotationError, match=r"^x: empty caption$"): tokenize("  \n", 8, where="x")
+    for bad, what in ((None, "null"), (12345, r"a number \(12345\)"), (["a", "b"], "a list")):
+        with pytest.raises(AnnotationError, match=r"^x: caption is not a string: " + what): tokenize(bad, 8, where="x")
+    root = qa_root(tmp_path, clip_file)
+    (root / "qa" / "test.jsonl").write_text(json.dumps({"answer": "dog", "question": ["what", "is", "it"], "video_id": "video3"}) + "\n")
+    with pytest.raises(AnnotationError, match=r"test.jsonl:1: caption is not a string: a list"): VideoQA(root, "test", **KW)
+    # MSRVTT_data.json: a caption that is not a string is a malformed row naming the sentence and its video
+    root = msrvtt_root(tmp_path, clip_file)
+    data = json.loads((root / "MSRVTT_data.json").read_text())
+    data["sentences"][4]["caption"] = None                    # video1's second caption
+    (root / "MSRVTT_data.json").write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match=r"MSRVTT_data.json sentences\[4\]: caption of 'video1' is not a string: null"):
+        MSRVTTRetrieval(root, "trainval", **KW)
+    with pytest.raises(AnnotationError, match=r"sentences\[4\]: caption of 'video1' is not a string"):
+        MSRVTTCaption(root, "test", protocol="standard", **KW)   # even where only its references would have held it
+    rep = check_dataset("msrvtt", root, ("train",), decode=False)
+    assert rep["problems"]["malformed_row"]["count"] == 1
 
 
 def test_data_check_decodes_the_sampled_frames(tmp_path, clip_file, monkeypatch):
@@ -607,6 +707,24 @@ def test_qa_files_duplicate_ids_and_wrong_shapes(tmp_path, clip_file):
     with pytest.raises(AnnotationError, match=r"test_qa.json: expected a JSON list"): MSVDQA(root, "test", **KW)
 
 
+def test_youtube_mapping_lines_with_the_wrong_number_of_fields(tmp_path, clip_file):
+    "A youtube_mapping.txt line that is not `<clip name> vid<N>` used to be skipped silently (its video then 'not found')."
+    root = qa_root(tmp_path, clip_file, "msvd")
+    rows = lambda *vs: [{"question": "what is it?", "answer": "dog", "video_id": v} for v in vs]
+    for sp, vs in (("train", (0, 1)), ("val", (2,)), ("test", (3,))):
+        (root / "qa" / f"{sp}.jsonl").unlink(); (root / "qa" / f"{sp}_qa.json").write_text(json.dumps(rows(*vs)))
+    m = root / "youtube_mapping.txt"
+    m.write_text("video0 vid0\nvideo1 vid1\nvideo2 vid2\nvideo3 vid3\n")
+    assert [r["video_id"] for r in MSVDQA(root, "test", **KW).records] == ["video3"]
+    m.write_text("video0 vid0\nvideo1 vid1\n\nvideo2 vid2 extra\nvideo3 vid3\n")
+    with pytest.raises(AnnotationError, match=r"youtube_mapping.txt:4: 3 fields, expected 2 \(<clip name> vid<N>\): 'video2 vid2 extra'"):
+        MSVDQA(root, "test", **KW)
+    ds = MSVDQA(root, "train", on_error="skip", **KW)
+    assert ds.stats["skipped_malformed_row"] == 1 and len(ds) == 2
+    rep = check_dataset("msvd_qa", root, ("val",), decode=False)
+    assert rep["problems"]["malformed_row"]["first"][0].startswith(f"[val] {m}:4: 3 fields") and rep["problems"]["malformed_row"]["count"] == 1
+
+
 def test_jsonl_lines_split_on_newline_only_and_files_are_utf8(tmp_path, clip_file):
     root = qa_root(tmp_path, clip_file)
     row = lambda q: json.dumps({"question": q, "answer": "dog", "video_id": "video3"}, ensure_ascii=False)
@@ -617,6 +735,20 @@ def test_jsonl_lines_split_on_newline_only_and_files_are_utf8(tmp_path, clip_fil
     assert [r["caption"] for r in VideoQA(root, "test", **KW).records] == ["what\u2028is it?", "naïve café?"]
     (root / "qa" / "test.jsonl").write_bytes(row("caf\xe9").encode("latin-1") + b"\n")
     with pytest.raises(AnnotationError, match=r"test.jsonl: not UTF-8 text"): VideoQA(root, "test", **KW)
+
+
+def test_annotation_files_with_a_utf8_byte_order_mark(tmp_path, clip_file):
+    "Excel and some Windows editors save UTF-8 with a BOM: the header used to read ['\\ufeffvideo_id']."
+    root = msrvtt_root(tmp_path, clip_file)
+    bom = lambda f: f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    for f in ("MSRVTT_train.9k.csv", "MSRVTT_JSFUSION_test.csv", "MSRVTT_data.json"): bom(root / f)
+    assert len(MSRVTTRetrieval(root, "trainval", **KW)) == 12 and len(MSRVTTRetrieval(root, "test", **KW)) == 2
+    qa = qa_root(tmp_path, clip_file)
+    bom(qa / "qa" / "test.jsonl"); bom(qa / "qa" / "train_ans2label.json")
+    assert [r["caption"] for r in VideoQA(qa, "test", **KW).records] == ["who talks?", "what is red?"]
+    (qa / "qa" / "test.jsonl").write_bytes(b"\xef\xbb\xbf" + b'{"question": "caf\xe9"}\n')   # a BOM, then Latin-1
+    with pytest.raises(AnnotationError, match=r"test.jsonl: not UTF-8 text \(invalid continuation byte at byte 20\)"):
+        VideoQA(qa, "test", **KW)                             # the byte offset counts the BOM
 
 
 def test_collect_is_refused_on_the_test_split(tmp_path, clip_file):
@@ -664,6 +796,27 @@ def test_data_check_of_a_folder_that_does_not_exist(tmp_path):
     "A mistyped --root gets one line naming the folder (it used to say 'videos folder not found' for every split)."
     rep = check_dataset("didemo", tmp_path / "nowhere", decode=False)
     assert list(rep["problems"]) == ["missing_folder"] and f"{tmp_path / 'nowhere'} does not exist" in rep["problems"]["missing_folder"]["first"][0]
+
+
+def test_data_check_says_where_it_looked(tmp_path, capsys):
+    "--root X without msrvtt/: the messages name X/msrvtt/ too, not only X/videos and X/MSRVTT_data.json."
+    (tmp_path / "X").mkdir()
+    rep = check_dataset("msrvtt", tmp_path / "X", decode=False)
+    p = rep["problems"]
+    sub = f"{tmp_path / 'X' / 'msrvtt'}/"
+    assert f"{tmp_path / 'X' / 'videos'}" in p["missing_folder"]["first"][0] and sub in p["missing_folder"]["first"][0]
+    assert all(sub in m for m in p["annotation_error"]["first"]) and f"{tmp_path / 'X' / 'MSRVTT_data.json'}" in p["annotation_error"]["first"][0]
+    (tmp_path / "X" / "msrvtt").mkdir()                      # the subfolder exists: that is the one place looked
+    p = check_dataset("msrvtt", tmp_path / "X", decode=False)["problems"]
+    assert f"{tmp_path / 'X' / 'msrvtt' / 'videos'}" in p["missing_folder"]["first"][0] and "does not exist" not in p["missing_folder"]["first"][0]
+
+
+def test_data_check_synthetic_says_there_are_no_files_to_check(capsys):
+    "The synthetic benchmarks are made in memory: the check says so, whatever --root, instead of 'ok: no problems found'."
+    for name in ("synthetic", "synthetic_long"):
+        assert data_check(name, root="/nonexistent", no_decode=True) == 0
+        out = capsys.readouterr().out
+        assert "generated in memory" in out and "no files to check" in out and "no problems found" not in out
 
 
 def test_data_check_without_videos_still_checks_the_annotations(tmp_path):

@@ -1,5 +1,6 @@
 """Foundation checks: light import, CLI, configs, requirements pinning."""
 import json, subprocess, sys, time
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,13 +90,36 @@ def test_reproduce_prints_the_result_folders_it_wrote(tmp_path, monkeypatch, cap
     old = res / "table6" / "smoke"; old.mkdir(parents=True); (old / "a.json").write_text("{}")
     import os; os.utime(old / "a.json", (0, 0))                          # written long before: not this run's
     def fake(only, profile, parameters=None):
+        assert only == ["T5"]                                           # " T5, " from the command line: spaces and empties dropped
         d = res / "table5" / profile; d.mkdir(parents=True); (d / "table.md").write_text("x")
         out = res / "executed" / f"run_table5-{profile}.ipynb"; out.parent.mkdir(parents=True); out.write_text("{}")
         return [out]
     monkeypatch.setattr(E, "reproduce_notebooks", fake)
-    E.reproduce.__wrapped__(only="T5", profile="smoke")
+    E.reproduce.__wrapped__(only=" T5, ", profile="smoke")
     out = capsys.readouterr().out
     assert str(res / "table5" / "smoke") in out and "table6" not in out
+
+
+def test_a_failing_notebook_ends_reproduce_with_its_cells_error(tmp_path, capsys):
+    "The CLI prints the cell's exception and where the executed notebook (with the traceback) is, not papermill's traceback."
+    import nbformat
+    from hbi_repro.cli import main
+    import hbi_repro.experiments as E
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'smoke'", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("raise FileNotFoundError('the paper profile needs real data: /x/msrvtt missing')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "python3", "language": "python"}
+    nbformat.write(nb, nbs / "run_table5.ipynb")
+    with pytest.raises(E.NotebookFailed, match=r"run_table5\.ipynb stopped in cell 3 with FileNotFoundError: the paper profile needs real data"):   # cell 2: papermill's injected parameters
+        E.reproduce_notebooks(["T5"], "smoke", nbs_dir=nbs, out_dir=tmp_path / "executed", progress=False)
+    assert (tmp_path / "executed" / "run_table5-smoke.ipynb").exists()          # kept: it holds the traceback
+    import unittest.mock as um
+    real = E.reproduce_notebooks
+    with um.patch.object(E, "reproduce_notebooks", lambda only, profile, parameters=None: real(only, profile, nbs_dir=nbs, out_dir=tmp_path / "executed", progress=False)):
+        assert main(["reproduce", "--only", "T5", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "hbi-repro reproduce: NotebookFailed: run_table5.ipynb stopped in cell 3 with FileNotFoundError" in err and "Traceback" not in err
 
 
 def test_synthetic_runs_are_reused_whatever_data_root_says():

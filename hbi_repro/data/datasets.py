@@ -40,13 +40,21 @@ def get_tokenizer():
     "open_clip's CLIP BPE tokenizer, created once per process."
     return syn.default_tokenizer()
 
+def _what(x) -> str:
+    "A JSON value that is not the string it should be, for error messages: `null`, or its kind and text."
+    if x is None: return "null"
+    kind = ("a boolean" if isinstance(x, bool) else "a number" if isinstance(x, (int, float)) else
+            "a list" if isinstance(x, list) else "an object" if isinstance(x, dict) else type(x).__name__)
+    return f"{kind} ({json.dumps(x, default=str)[:80]})"
+
 def tokenize(text: str,              # caption, paragraph or question
              max_words: int,         # L, the context length including SOT and EOT
              strict: bool = False,   # raise instead of truncating an over-long text
              where: str = "",        # file/row, for error messages
             ) -> tuple:              # (ids (L,) int64, mask (L,) bool, truncated: bool)
     "`[SOT] + BPE + [EOT]` ids truncated (EOT kept) and padded to `max_words`, and the validity mask."
-    if not isinstance(text, str) or not text.strip(): raise AnnotationError(f"{where}: empty caption")
+    if not isinstance(text, str): raise AnnotationError(f"{where}: caption is not a string: {_what(text)}")
+    if not text.strip(): raise AnnotationError(f"{where}: empty caption")
     if max_words < 2: raise ValueError(f"max_words must be ≥ 2 (SOT + EOT), got {max_words}")
     tok = get_tokenizer()
     ids = [tok.sot_token_id] + tok.encode(text) + [tok.eot_token_id]
@@ -71,9 +79,11 @@ def _need(path: Path) -> Path:
     return Path(path)
 
 def _text(path) -> str:
-    "The text of an annotation file, decoded as UTF-8; errors name the file."
-    try: return _need(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e: raise AnnotationError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    "The text of an annotation file, decoded as UTF-8 (a leading byte-order mark dropped); errors name the file."
+    try: return _need(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        with open(path, "rb") as f: bom = 3 if f.read(3) == b"\xef\xbb\xbf" else 0   # utf-8-sig counts from after the BOM
+        raise AnnotationError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start + bom})") from None
 
 def read_lines(path) -> list:
     "The non-empty lines of a text file (split on `\\n` only), stripped."
@@ -288,6 +298,9 @@ def _msrvtt_captions(ds, data_file: Path) -> dict:
     for k, s in enumerate(data["sentences"]):
         if not isinstance(s, dict) or "video_id" not in s or "caption" not in s:
             ds.bad(f"{data_file} sentences[{k}]", "row lacks 'video_id' or 'caption'", "malformed_row"); continue
+        if not isinstance(s["caption"], str):   # else it would reach a caption video's references unchecked
+            ds.bad(f"{data_file} sentences[{k}]", f"caption of {str(s['video_id'])!r} is not a string: {_what(s['caption'])}",
+                   "malformed_row"); continue
         caps.setdefault(str(s["video_id"]), []).append(s["caption"])
     return caps
 
@@ -324,24 +337,25 @@ class MSRVTTCaption(VideoTextDataset):
         proto = self.opts.get("protocol", "1k-A")
         if proto == "standard":
             vids = read_json(data_file).get("videos", [])
-            by = {}
+            by = {}                                     # split → [(video id, the row that lists it)]
             for k, v in enumerate(vids):
                 if not isinstance(v, dict) or "video_id" not in v or "split" not in v:
                     raise AnnotationError(f"{data_file} videos[{k}]: expected an object with 'video_id' and 'split', got {str(v)[:80]}")
-                by.setdefault({"validate": "val"}.get(v["split"], v["split"]), []).append(str(v["video_id"]))
+                by.setdefault({"validate": "val"}.get(v["split"], v["split"]), []).append((str(v["video_id"]), f"{data_file} videos[{k}]"))
             ids = by.get("train", []) if self.split in ("train", "trainval") else by.get(self.split, [])
             if self.split == "trainval": ids = ids + by.get("val", [])
         elif proto == "1k-A":
-            if self.split == "test":
-                f = self.root / "MSRVTT_JSFUSION_test.csv"; ids = [r["video_id"] for _, r in read_csv(f, ("video_id",), self.bad)]
-            else:
-                f = self.root / self.opts.get("train_csv", "MSRVTT_train.9k.csv")
-                ids = [r["video_id"] for _, r in read_csv(f, ("video_id",), self.bad)]
-                keep = self.split_ids(ids); ids = [v for v in dict.fromkeys(ids) if v in keep]
+            f = self.root / ("MSRVTT_JSFUSION_test.csv" if self.split == "test" else self.opts.get("train_csv", "MSRVTT_train.9k.csv"))
+            ids = [(r["video_id"], f"{f} row {n}") for n, r in read_csv(f, ("video_id",), self.bad)]
+            if self.split != "test":
+                keep = self.split_ids(v for v, _ in ids)
+                first = {}
+                for v, w in ids: first.setdefault(v, w)    # each video once, named by its first row
+                ids = [(v, w) for v, w in first.items() if v in keep]
         else: raise ValueError(f"unknown captioning protocol {proto!r}; choose '1k-A' or 'standard'")
         out = []
-        for v in ids:
-            if v not in caps: self.bad(f"{data_file}", f"unknown video id {v!r}: no caption in MSRVTT_data.json", "unknown_video"); continue
+        for v, listed in ids:
+            if v not in caps: self.bad(listed, f"unknown video id {v!r}: no caption in MSRVTT_data.json", "unknown_video"); continue
             where = f"{data_file} captions of {v}"
             if self.split in ("train", "trainval"):
                 out += [{"video_id": v, "caption": c, "references": caps[v], "where": where} for c in caps[v]]
@@ -393,7 +407,9 @@ class DiDeMoParagraphs(VideoTextDataset):
         for k, r in enumerate(rows):
             if not isinstance(r, dict) or "video" not in r or "description" not in r:
                 self.bad(f"{f} [{k}]", "row lacks 'video' or 'description'", "malformed_row"); continue
-            paras.setdefault(r["video"], ([], f, k))[0].append(str(r["description"]).strip())
+            bad = next((x for x in ("video", "description") if not isinstance(r[x], str)), None)
+            if bad: self.bad(f"{f} [{k}]", f"{bad} is not a string: {_what(r[bad])}", "malformed_row"); continue
+            paras.setdefault(r["video"], ([], f, k))[0].append(r["description"].strip())
         lst = self.root / f"{sp}_list.txt"
         if lst.is_file():
             allowed = set(read_lines(lst))
@@ -433,6 +449,11 @@ def _check_labels(a2l: dict, f) -> dict:
     if missing: raise AnnotationError(f"{head}; missing label(s) {missing[:10]}")
     return dict(a2l)
 
+def _answer(a) -> str | None:
+    "A QA answer as text: a string, or an integer's string form; None for anything else (null, list, object, boolean, float)."
+    if isinstance(a, str): return a
+    return str(a) if isinstance(a, int) and not isinstance(a, bool) else None
+
 class VideoQA(VideoTextDataset):
     "MSRVTT-QA / MSVD-QA (ClipBERT jsonl rows); answer vocabulary from train_ans2label.json or top train answers."
     name, task = "msrvtt_qa", "qa"
@@ -446,34 +467,48 @@ class VideoQA(VideoTextDataset):
         for n, r in read_jsonl(f, on_bad=self.bad):
             if not all(k in r for k in ("question", "answer", "video_id")):
                 self.bad(f"{f}:{n}", f"row lacks one of question/answer/video_id: {sorted(r)}", "malformed_row"); continue
-            out.append((f"{f}:{n}", str(r["video_id"]), r["question"], str(r["answer"]), str(r.get("answer_type", ""))))
+            if (a := _answer(r["answer"])) is None:
+                self.bad(f"{f}:{n}", f"answer is not a string: {_what(r['answer'])}", "malformed_row"); continue
+            out.append((f"{f}:{n}", str(r["video_id"]), r["question"], a, str(r.get("answer_type", ""))))
         return out
 
+    def _youtube_mapping(self) -> dict:
+        "`vid<N>` → clip name from `youtube_mapping.txt` (lines `<clip name> vid<N>`; {} without the file), read once per split."
+        if getattr(self, "_mapping", None) is None:
+            self._mapping, m = {}, self.root / "youtube_mapping.txt"
+            if m.is_file():
+                for n, line in enumerate(_text(m).split("\n"), 1):
+                    if not line.strip(): continue
+                    p = line.split()
+                    if len(p) != 2:
+                        self.bad(f"{m}:{n}", f"{len(p)} fields, expected 2 (<clip name> vid<N>): {line.strip()[:80]!r}", "malformed_row"); continue
+                    self._mapping[p[1]] = p[0]
+        return self._mapping
+
     def _msvd_json(self, f: Path) -> list:
-        rows = read_json(f); mp = {}
+        rows = read_json(f)
         if not isinstance(rows, list):
             raise AnnotationError(f"{f}: expected a JSON list of {{question, answer, video_id}} rows, got {type(rows).__name__}")
-        m = self.root / "youtube_mapping.txt"
-        if m.is_file():
-            for line in read_lines(m):
-                p = line.split()
-                if len(p) == 2: mp[p[1]] = p[0]
-        out = []
+        mp, out = self._youtube_mapping(), []
         for k, r in enumerate(rows):
             if not isinstance(r, dict) or not all(x in r for x in ("question", "answer", "video_id")):
                 self.bad(f"{f} [{k}]", "row lacks one of question/answer/video_id", "malformed_row"); continue
+            if (a := _answer(r["answer"])) is None:
+                self.bad(f"{f} [{k}]", f"answer is not a string: {_what(r['answer'])}", "malformed_row"); continue
             v = f"vid{r['video_id']}" if isinstance(r["video_id"], int) else str(r["video_id"])
-            out.append((f"{f} [{k}]", mp.get(v, v), r["question"], str(r["answer"]), str(r.get("answer_type", ""))))
+            out.append((f"{f} [{k}]", mp.get(v, v), r["question"], a, str(r.get("answer_type", ""))))
         return out
 
     def has_val_file(self) -> bool: return any((self.root / "qa" / n).is_file() for n in ("val.jsonl", "val_qa.json"))
 
     def _train_rows(self, why: str) -> list:
-        "`qa_rows('train')`; a missing train file says why this split needs it (`why`) unless it is a train split."
-        try: return self.qa_rows("train")
-        except MissingAnnotationFile as e:
-            if self.split in ("train", "trainval"): raise
-            raise MissingAnnotationFile(e.path, why) from None
+        "`qa_rows('train')`, read once (the vocabulary and the split both use it: a bad row is counted once); a missing train file says why this split needs it (`why`) unless it is a train split."
+        if getattr(self, "_train", None) is None:
+            try: self._train = self.qa_rows("train")
+            except MissingAnnotationFile as e:
+                if self.split in ("train", "trainval"): raise
+                raise MissingAnnotationFile(e.path, why) from None
+        return self._train
 
     def _oov_rule(self) -> str:
         if self.opts.get("drop_oov", False) and self.split != "test": return "rows whose answer is outside it are dropped (drop_oov)"
@@ -548,8 +583,11 @@ class ActivityNetQA(VideoQA):
             a = by_id.get(q["question_id"])
             if a is None or "answer" not in a:
                 self.bad(where, f"question_id {q['question_id']!r} has no answer in {af.name}", "malformed_row"); continue
+            if (text := _answer(a["answer"])) is None:
+                self.bad(where, f"the answer of question_id {q['question_id']!r} in {af.name} is not a string: {_what(a['answer'])}",
+                         "malformed_row"); continue
             t = a.get("type")
-            out.append((where, str(q["video_name"]), q["question"], str(a["answer"]),
+            out.append((where, str(q["video_name"]), q["question"], text,
                         ANET_QA_TYPES[t] if isinstance(t, int) and 0 <= t < len(ANET_QA_TYPES) else str(t)))
         return out
     def has_val_file(self) -> bool: return (self.root / "qa" / "val_q.json").is_file()
@@ -705,7 +743,8 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
     from tqdm.auto import tqdm
     if dataset in SYNTHETIC: return {"items": {}, "problems": {}}
     if dataset not in ADAPTERS: raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ADAPTERS)}")
-    cls, _ = ADAPTERS[dataset]; root = dataset_root(root, dataset)
+    cls, sub = ADAPTERS[dataset]; given, root = Path(root), dataset_root(root, dataset)
+    looked = "" if root == given / sub else f"; looked first in {given / sub}/, which does not exist"   # both places, said
     if not root.is_dir():   # one clear line, not every split failing on its first missing file
         return {"items": {}, "problems": {"missing_folder": {"count": 1, "first": [
             f"{root} does not exist: pass --root the data folder that holds {ADAPTERS[dataset][1]}/ (or that folder itself); "
@@ -721,9 +760,9 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
     elsewhere = {}                                      # file name → where it is under the root (searched once)
     def failed(sp, e):
         if isinstance(e, MissingVideosFolder):          # said once, not once per split
-            if "missing_folder" not in probs: add("missing_folder", str(e))
+            if "missing_folder" not in probs: add("missing_folder", f"{e}{looked}")
             return
-        msg = f"[{sp}] {e}"
+        msg = f"[{sp}] {e}" + (looked if isinstance(e, MissingAnnotationFile) else "")
         if isinstance(e, MissingAnnotationFile):        # the file exists elsewhere under the root: say where
             name = e.path.name
             if name not in elsewhere:
@@ -777,6 +816,9 @@ def data_check(dataset: Param("dataset name: msrvtt, msrvtt_caption, activitynet
                seed: Param("data.seed of the run: which train videos a carved val takes", int) = 0,
                val_fraction: Param("data.val_fraction of the run: the share of train a carved val takes", float) = 0.1):
     "Report missing, unreadable and zero-length videos and malformed annotation rows before any training."
+    if dataset in SYNTHETIC:   # nothing on disk: not an 'ok' for files that were never looked at
+        print(f"{dataset}: the synthetic benchmarks are generated in memory from the run config and have no files to check "
+              f"(--root is not used)"); return 0
     rep = check_dataset(dataset, root, (split,) if split else ("train", "val", "test"), not no_decode, max_report,
                         seed=seed, val_fraction=val_fraction)
     print(f"{dataset} at {dataset_root(root, dataset) if dataset in ADAPTERS else root}: items per split {rep['items']}, "
