@@ -914,8 +914,11 @@ def train_cli(task: Param("retrieval, qa or caption", str),
               overwrite: Param("replace an earlier run in run_dir (without it, a folder holding one is an error)", store_true) = False,
               select: Param("validation metric for model selection (default per task)", str) = None):
     "Train a model (works under torchrun) and print the summary as JSON."
-    from hbi_repro.config import get_config
+    from hbi_repro.config import get_config, PRESETS
     cfg = get_config(profile, preset, list(set or ()), task=task)
+    own = PRESETS.get(preset, {}).get("task")
+    if own not in (None, task):   # allowed (Table IV's VideoQA column trains its retrieval presets for qa), but said
+        print(f"note: preset {preset} is a {own} row; training {task} with its model and loss switches", file=sys.stderr)
     run_dir = Path(run_dir or default_run_dir(cfg))
     earlier = [f for f in ("summary.json", "checkpoints/last.pt", "checkpoints/best.pt") if (run_dir / f).exists()]
     if earlier and not (resume or overwrite):   # `train` itself starts afresh by removing them (run_rows relies on it); the CLI asks

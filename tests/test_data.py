@@ -165,6 +165,10 @@ def test_windows_read_their_frames_and_a_window_outside_the_video_names_the_file
     for start, end in ((3.0, 31.0), (-0.5, 2.0), (2.0, 1.0)):          # starts at the end, before 0, end < start
         with pytest.raises(VideoError, match=r"base\.mp4.*window"): read_frames(clip_file, 4, start=start, end=end)
 
+def test_compress_a_folder_without_videos_is_an_error(tmp_path):
+    (tmp_path / "src").mkdir(); (tmp_path / "src" / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"no videos under .*src"): compress_videos(tmp_path / "src", tmp_path / "dst")
+
 def test_augment_same_on_all_frames(clip_file):
     from hbi_repro.data.video import preprocess_clip
     fr = np.repeat(read_frames(clip_file, 1)[0], 5, axis=0)   # 5 identical frames

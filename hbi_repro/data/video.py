@@ -335,6 +335,8 @@ def compress_videos(src_dir: str | Path,   # folder of input videos (searched re
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     if not src_dir.is_dir(): raise FileNotFoundError(f"source folder not found: {src_dir}")
     files = sorted(p for p in src_dir.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
+    if not files:   # a wrong folder, not a job done ("compressed 0")
+        raise FileNotFoundError(f"no videos under {src_dir} (searched recursively for {', '.join(sorted(VIDEO_EXTS))})")
     ffmpeg = ffmpeg_exe()
     jobs, seen = [], {}
     for f in files:
