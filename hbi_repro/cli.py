@@ -29,9 +29,12 @@ __all__ = ['COMMANDS', 'USER_ERRORS', 'LAZY', 'subcommand', 'info', 'main', 'use
 def info(as_json: Param("print JSON instead of a table", store_true) = False):
     "Print the kit version, package versions and the device (a quick environment check)."
     import json
-    from hbi_repro import __version__
+    import hbi_repro
+    from pathlib import Path
     from hbi_repro.provenance import package_versions, device_info, git_state
-    rec = {"hbi_repro": __version__, "git": git_state(), **package_versions(), "device": device_info()["device"]}
+    # the kit's own checkout, wherever the command runs (as training runs record it), not the current folder's
+    rec = {"hbi_repro": hbi_repro.__version__, "git": git_state(Path(hbi_repro.__file__).resolve().parent),
+           **package_versions(), "device": device_info()["device"]}
     print(json.dumps(rec, indent=2) if as_json else "\n".join(f"{k:>16}: {v}" for k, v in rec.items()))
 
 # %% ../nbs/12_cli.ipynb #0ac28f55

@@ -23,8 +23,10 @@ def test_cli_help_and_info():
     exe = Path(sys.executable).parent / "hbi-repro"
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
     assert "info" in out
-    info = json.loads(subprocess.run([str(exe), "info", "--as_json"], capture_output=True, text=True, check=True).stdout)
+    info = json.loads(subprocess.run([str(exe), "info", "--as_json"], capture_output=True, text=True, check=True, cwd="/").stdout)
     assert info["torch"] and info["hbi_repro"]
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    assert info["git"]["sha"] == sha          # the kit's checkout, also when run from another folder (it said None there)
     bad = subprocess.run([str(exe), "no-such-command"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown subcommand" in bad.stderr
 
