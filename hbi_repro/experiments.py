@@ -259,6 +259,7 @@ def reproduce(only: Param("comma-separated artifacts, e.g. T1,F9 (default: all)"
     "Regenerate paper tables and figures by running their notebooks through papermill."
     t0 = time.time() - 1
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None   # "T1, F9" as well as "T1,F9"
+    if names == []: raise ValueError(f"--only {only!r} names no artifact; give e.g. T1,F9, or leave it out for all")
     outs = reproduce_notebooks(names, profile, parameters=_cli_parameters(clip_checkpoint, data_root, seeds, profile))
     res = Path(outs[0]).parent.parent if outs else None          # results/executed/ → results/
     folders = sorted({p.parent for p in res.glob(f"*/{profile}/*") if p.is_file() and p.stat().st_mtime >= t0}) if res else []

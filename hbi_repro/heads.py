@@ -125,11 +125,12 @@ class CaptionDecoder(nn.Module):
         if max_len < 2: raise ValueError(f"max_len must be >= 2 (BOS + one token), got {max_len}")
         self.vocab_size, self.max_len, self.pad_id, self.bos_id, self.eos_id = vocab_size, max_len, pad_id, bos_id, eos_id
         self.embed = nn.Embedding(vocab_size, dim)
-        self.pos = nn.Parameter(torch.randn(max_len, dim) * 0.01)
         layer = nn.TransformerDecoderLayer(dim, heads, ff_mult * dim, dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(dim))
         self.proj = nn.Linear(dim, vocab_size)
+        # drawn last: the table's size (max_len, from eval.max_caption_len) then changes no other initial weight
+        self.pos = nn.Parameter(torch.randn(max_len, dim) * 0.01)
 
     def forward(self, video_tokens: torch.Tensor,  # (B, V, D) single-modal (or reconstructed) video tokens
                 video_mask: torch.Tensor,          # (B, V) bool, True = valid

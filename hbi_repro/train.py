@@ -637,6 +637,8 @@ def check_run(cfg,                      # RunConfig
     from hbi_repro.model import check_model_config
     check_model_config(cfg.model)
     if tr.task not in SELECT_KEYS: raise ValueError(f"train.task must be one of {list(SELECT_KEYS)}, got {tr.task!r}")
+    if tr.task == "retrieval" and not cfg.model.levels:   # no contrastive loss at all: nothing to train
+        raise ValueError("model.levels is empty: retrieval trains the contrastive loss of at least one level, e.g. model.levels='[\"entity\"]'")
     if tr.precision not in PRECISIONS: raise ValueError(f"train.precision must be one of {PRECISIONS}, got {tr.precision!r}")
     counts = {"train.batch_size": (tr.batch_size, 1), "train.epochs": (tr.epochs, 1), "train.max_steps": (tr.max_steps, 0),
               "train.eval_every": (tr.eval_every, 0), "train.ckpt_every": (tr.ckpt_every, 0), "eval.batch_size": (cfg.eval.batch_size, 1),
@@ -723,7 +725,8 @@ def train(cfg,                      # RunConfig
                                       f"(differing: {', '.join(diff)}); start afresh (no --resume) or use that run's config")
         try: model.load_state_dict(ck["model"])
         except RuntimeError as e:
-            raise ValueError(f"cannot resume {last_ck}: its weights do not fit the model of this config ({str(e).splitlines()[0]})") from None
+            raise ValueError(f"cannot resume {last_ck}: its weights do not fit the model of this config "
+                             f"({' '.join(l.strip() for l in str(e).splitlines()[:3])[:400]})") from None
         opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
         if scaler is not None and ck.get("scaler"): scaler.load_state_dict(ck["scaler"])
         order = {"seed": tr.seed, "global_batch": tr.batch_size}
@@ -808,7 +811,7 @@ def train(cfg,                      # RunConfig
             if epoch_done or st["step"] >= total: break
         del it, loader
     bar.close()
-    if last_eval != st["step"]: validate()
+    if last_eval != st["step"]: validate(); last_ck_step = -1   # last.pt must know this validation ran (val_step)
     if last_ck_step != st["step"]: checkpoint()
     from hbi_repro.data.datasets import data_checksums, data_summaries
     summary = _finish(model, cfg, run_dir, test_set, st, select, device, precision, progress, rank, world, log, started,
@@ -917,13 +920,13 @@ def train_cli(task: Param("retrieval, qa or caption", str),
     from hbi_repro.config import get_config, PRESETS
     cfg = get_config(profile, preset, list(set or ()), task=task)
     own = PRESETS.get(preset, {}).get("task")
-    if own not in (None, task):   # allowed (Table IV's VideoQA column trains its retrieval presets for qa), but said
+    if own not in (None, task) and dist_env()[0] == 0:   # allowed (Table IV's VideoQA column trains its retrieval presets for qa), but said
         print(f"note: preset {preset} is a {own} row; training {task} with its model and loss switches", file=sys.stderr)
     run_dir = Path(run_dir or default_run_dir(cfg))
     earlier = [f for f in ("summary.json", "checkpoints/last.pt", "checkpoints/best.pt") if (run_dir / f).exists()]
     if earlier and not (resume or overwrite):   # `train` itself starts afresh by removing them (run_rows relies on it); the CLI asks
         raise FileExistsError(f"{run_dir} holds an earlier run ({', '.join(earlier)}): --resume continues it, --overwrite replaces "
-                              f"it, --run_dir names another folder (the default folder does not depend on --set)")
+                              f"it, --run_dir names another folder (the default folder depends only on the task, profile, preset and train.seed)")
     s = train(cfg, run_dir, resume=resume, select=select)
     if dist_env()[0] == 0: print(json.dumps(s, indent=2, default=str))
 

@@ -164,6 +164,8 @@ def test_windows_read_their_frames_and_a_window_outside_the_video_names_the_file
     assert m.tolist() == [True, True, False, False] and [int(round(fr[k, ..., 0].mean() / 10)) for k in range(2)] == [5, 10]
     for start, end in ((3.0, 31.0), (-0.5, 2.0), (2.0, 1.0)):          # starts at the end, before 0, end < start
         with pytest.raises(VideoError, match=r"base\.mp4.*window"): read_frames(clip_file, 4, start=start, end=end)
+    with pytest.raises(ValueError, match="video_fps") as e: read_frames(clip_file, 4, video_fps=0.0)   # a setting, not the video
+    assert not isinstance(e.value, VideoError)
 
 def test_compress_a_folder_without_videos_is_an_error(tmp_path):
     (tmp_path / "src").mkdir(); (tmp_path / "src" / "notes.txt").write_text("x")
@@ -471,10 +473,10 @@ def test_texts_that_are_not_strings_say_so(tmp_path, clip_file):
     "A null, numeric or list caption or question is 'not a string' (it used to be reported as an 'empty caption')."
     with pytest.raises(AnnotationError, match=r"^x: empty caption$"): tokenize("  \n", 8, where="x")
     for bad, what in ((None, "null"), (12345, r"a number \(12345\)"), (["a", "b"], "a list")):
-        with pytest.raises(AnnotationError, match=r"^x: caption is not a string: " + what): tokenize(bad, 8, where="x")
+        with pytest.raises(AnnotationError, match=r"^x: text \(caption or question\) is not a string: " + what): tokenize(bad, 8, where="x")
     root = qa_root(tmp_path, clip_file)
     (root / "qa" / "test.jsonl").write_text(json.dumps({"answer": "dog", "question": ["what", "is", "it"], "video_id": "video3"}) + "\n")
-    with pytest.raises(AnnotationError, match=r"test.jsonl:1: caption is not a string: a list"): VideoQA(root, "test", **KW)
+    with pytest.raises(AnnotationError, match=r"test.jsonl:1: text \(caption or question\) is not a string: a list"): VideoQA(root, "test", **KW)
     # MSRVTT_data.json: a caption that is not a string is a malformed row naming the sentence and its video
     root = msrvtt_root(tmp_path, clip_file)
     data = json.loads((root / "MSRVTT_data.json").read_text())

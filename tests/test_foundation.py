@@ -100,6 +100,7 @@ def test_reproduce_prints_the_result_folders_it_wrote(tmp_path, monkeypatch, cap
     E.reproduce.__wrapped__(only=" T5, ", profile="smoke")
     out = capsys.readouterr().out
     assert str(res / "table5" / "smoke") in out and "table6" not in out
+    with pytest.raises(ValueError, match="names no artifact"): E.reproduce.__wrapped__(only=" , ", profile="smoke")   # not "all"
 
 
 def test_a_failing_notebook_ends_reproduce_with_its_cells_error(tmp_path, capsys):

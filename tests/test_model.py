@@ -89,6 +89,14 @@ def test_caption_training_does_not_depend_on_padding():
     for n in g0: torch.testing.assert_close(g1[n], g0[n], rtol=1e-4, atol=1e-6, msg=n)
 
 
+def test_caption_decoder_initial_weights_do_not_depend_on_its_length():
+    "eval.max_caption_len sizes the position table; drawn last, it changes no other initial weight (it used to shift them all)."
+    from hbi_repro.heads import CaptionDecoder
+    torch.manual_seed(0); a = CaptionDecoder(32, 50, max_len=12, heads=4).state_dict()
+    torch.manual_seed(0); b = CaptionDecoder(32, 50, max_len=22, heads=4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "pos") and a["pos"].shape == (12, 32) and b["pos"].shape == (22, 32)
+
+
 def test_compiled_inference_kernels_match_eager(monkeypatch):
     """eval.kernels=compiled scores a gallery like the eager path (to float rounding), at every level, with padding,
     fully padded texts and videos, in float32 through the fused C++ kernel and through Inductor's, in float64 and

@@ -406,14 +406,18 @@ def test_resume_checks_the_config_and_records_segments(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"): run(tmp_path, resume=True, **ch)
 
 
-def test_resume_after_the_final_checkpoint_validates_once(tmp_path):
+@pytest.mark.parametrize("changes, vals", [
+    (RESUME, [6, 12]),                                          # the final step validated and checkpointed in the loop
+    ({"train.eval_every": 5, "train.ckpt_every": 4}, [5, 10, 12]),   # checkpointed in the loop, validated after it
+])
+def test_resume_after_the_final_checkpoint_validates_once(tmp_path, changes, vals):
     "A run stopped after its final checkpoint (here: in the test evaluation) resumes to the same summary, logging its final val once."
-    s = run(tmp_path, **RESUME)
+    s = run(tmp_path, **changes)
     log = (tmp_path / "log.jsonl").read_text()
     (tmp_path / "summary.json").unlink()                      # as if killed while testing
-    s2 = run(tmp_path, resume=True, **RESUME)
+    s2 = run(tmp_path, resume=True, **changes)
     val_steps = [r["step"] for r in map(json.loads, open(tmp_path / "log.jsonl")) if r.get("split") == "val"]
-    assert val_steps == [6, 12] and (tmp_path / "log.jsonl").read_text() == log
+    assert val_steps == vals and (tmp_path / "log.jsonl").read_text() == log
     assert s2["best"] == s["best"] and s2["last"]["test"] == s["last"]["test"]
 
 
@@ -428,7 +432,7 @@ def test_resume_refuses_a_checkpoint_of_another_config_naming_it(tmp_path):
         del ck["config"]; ck["model"] = {k + "_other": v for k, v in ck["model"].items()}
     _killed_copy(tmp_path / "b", tmp_path / "c", foreign)
     shutil.copy(tmp_path / "a/config.json", tmp_path / "c/config.json")
-    with pytest.raises(ValueError, match=r"c/checkpoints/last\.pt: its weights do not fit"): run(tmp_path / "c", resume=True, **ch)
+    with pytest.raises(ValueError, match=r"c/checkpoints/last\.pt: its weights do not fit.*Missing key"): run(tmp_path / "c", resume=True, **ch)
 
 
 def test_select_lower_is_better_keeps_the_lowest(tmp_path):
@@ -451,6 +455,7 @@ def test_select_lower_is_better_keeps_the_lowest(tmp_path):
     ({"data.max_words": 2}, None, ValueError, "data.max_words"),
     ({"data.val_fraction": 1.5}, None, ValueError, "data.val_fraction"),   # was an error about the number of videos
     ({"data.val_fraction": 0.0}, None, ValueError, "data.val_fraction"),
+    ({"model.levels": ()}, None, ValueError, "model.levels is empty"),   # no loss: backward() failed on a float
 ])
 def test_bad_settings_fail_before_training(tmp_path, changes, select, err, msg):
     with pytest.raises(err, match=msg):

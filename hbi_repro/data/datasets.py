@@ -53,7 +53,7 @@ def tokenize(text: str,              # caption, paragraph or question
              where: str = "",        # file/row, for error messages
             ) -> tuple:              # (ids (L,) int64, mask (L,) bool, truncated: bool)
     "`[SOT] + BPE + [EOT]` ids truncated (EOT kept) and padded to `max_words`, and the validity mask."
-    if not isinstance(text, str): raise AnnotationError(f"{where}: caption is not a string: {_what(text)}")
+    if not isinstance(text, str): raise AnnotationError(f"{where}: text (caption or question) is not a string: {_what(text)}")
     if not text.strip(): raise AnnotationError(f"{where}: empty caption")
     if max_words < 2: raise ValueError(f"max_words must be ≥ 2 (SOT + EOT), got {max_words}")
     tok = get_tokenizer()
@@ -552,6 +552,7 @@ class VideoQA(VideoTextDataset):
                 self.stats["oov"] += 1
                 if drop: self.stats["skipped_oov"] += 1; continue
             out.append({"video_id": v, "caption": q, "answer": lab, "answer_text": a, "answer_type": t, "where": where})
+        self.__dict__.pop("_train", None)   # the train rows were needed only to build this split (a test split keeps none)
         return out
 
 class MSVDQA(VideoQA):
@@ -744,7 +745,8 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
     if dataset in SYNTHETIC: return {"items": {}, "problems": {}}
     if dataset not in ADAPTERS: raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(ADAPTERS)}")
     cls, sub = ADAPTERS[dataset]; given, root = Path(root), dataset_root(root, dataset)
-    looked = "" if root == given / sub else f"; looked first in {given / sub}/, which does not exist"   # both places, said
+    # both places, said; not when --root already names the dataset folder (data/msrvtt)
+    looked = "" if root == given / sub or given.name == sub else f"; looked first in {given / sub}/, which does not exist"
     if not root.is_dir():   # one clear line, not every split failing on its first missing file
         return {"items": {}, "problems": {"missing_folder": {"count": 1, "first": [
             f"{root} does not exist: pass --root the data folder that holds {ADAPTERS[dataset][1]}/ (or that folder itself); "

@@ -14,8 +14,8 @@ from ..provenance import mkstemp_shared
 
 # %% auto #0
 __all__ = ['SAMPLINGS', 'CLIP_MEAN', 'CLIP_STD', 'RAND_AUGMENT', 'DECODES', 'VIDEO_EXTS', 'VideoError', 'check_reader',
-           'open_video', 'sample_indices', 'to_tchw', 'resize_crop', 'normalize', 'rand_augment', 'augment_clip',
-           'preprocess_clip', 'content_hash', 'FrameCache', 'read_frames', 'write_video', 'ffmpeg_exe',
+           'open_video', 'WindowError', 'sample_indices', 'to_tchw', 'resize_crop', 'normalize', 'rand_augment',
+           'augment_clip', 'preprocess_clip', 'content_hash', 'FrameCache', 'read_frames', 'write_video', 'ffmpeg_exe',
            'compress_videos', 'data_compress', 'bench_video']
 
 # %% ../../nbs/08b_data.video.ipynb #0bfddd32
@@ -49,6 +49,9 @@ def open_video(path: str | Path,   # video file
 # %% ../../nbs/08b_data.video.ipynb #892b4ffc
 SAMPLINGS = ("official", "uniform")
 
+class WindowError(ValueError):
+    "A clip window (start, end in seconds) that does not fit the video; `read_frames` turns it into a `VideoError` naming the file."
+
 def sample_indices(num_frames: int,          # frames in the video
                    fps: float,               # its average frame rate
                    max_frames: int,          # at most this many positions
@@ -65,9 +68,9 @@ def sample_indices(num_frames: int,          # frames in the video
     # a window that starts before 0, after the video's end, or ends before it starts is a wrong timestamp, not a clip
     # to clamp silently; an end past the video's end is normal (DiDeMo's 31-s window on shorter videos) and is clamped
     if start is not None and not (0 <= start and int(start * fps) < num_frames):
-        raise ValueError(f"window start {start} s is outside the video (0 to {num_frames / fps:.2f} s: {num_frames} frames at {fps:g} fps)")
+        raise WindowError(f"window start {start} s is outside the video (0 to {num_frames / fps:.2f} s: {num_frames} frames at {fps:g} fps)")
     if end is not None and start is not None and end < start:
-        raise ValueError(f"window end {end} s is before its start {start} s")
+        raise WindowError(f"window end {end} s is before its start {start} s")
     s = 0 if start is None else int(start * fps)
     e = num_frames - 1 if end is None else min(max(int(end * fps), s), num_frames - 1)
     if sampling == "official":
@@ -245,7 +248,7 @@ def read_frames(path: str | Path,          # video file
         vr, n, fps = open_video(path, num_threads)
         DECODES["count"] += 1
         try: idx = sample_indices(n, fps, max_frames, sampling, video_fps, start, end)
-        except ValueError as e: raise VideoError(f"{path}: {e}") from None
+        except WindowError as e: raise VideoError(f"{path}: {e}") from None   # other ValueErrors are the caller's settings
         try: arr = vr.get_batch(idx.tolist()).asnumpy()
         except Exception as e:
             hint = " (decord 0.6 mis-decodes some frame sizes, e.g. 48×32; re-encode with `hbi-repro data compress`)" \
