@@ -717,6 +717,7 @@ def train(cfg,                      # RunConfig
     st = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_value": None, "best_step": None, "best_val": None, "last_val": None}
     log = JsonlLog(run_dir / "log.jsonl", rank == 0)
     last_ck = ckdir / "last.pt"
+    last_eval = last_ck_step = -1                       # the steps last validated and checkpointed
     if resume and last_ck.exists():
         ck = load_checkpoint(last_ck)
         if "config" in ck:   # config.json was checked by check_resume; this checks the checkpoint itself (older ones lack it)
@@ -733,6 +734,9 @@ def train(cfg,                      # RunConfig
         if ck.get("data_order", order) != order:
             raise ValueError(f"cannot resume {last_ck}: its data order {ck['data_order']} is not this config's {order}")
         st = ck["state"]
+        # resumed at its checkpoint's step, validated there when val_step says so (older checkpoints lack it: validated
+        # again); without this a run resumed after its final checkpoint logged its final validation twice
+        last_eval, last_ck_step = st.get("val_step", -1), st["step"]
         st["segments"] = [*st.get("segments", []), _segment(st["step"], world)]
         if len(ck["rng"]) == world: set_rng_state(ck["rng"][rank])
         else: seed_everything(tr.seed + rank + 7919 * st["step"])
@@ -782,10 +786,6 @@ def train(cfg,                      # RunConfig
         if world > 1: dist.barrier()
 
     model.train()
-    # a resumed run starts at its last checkpoint's step, validated there already when val_step says so (older checkpoints
-    # lack it: validated again); without this a run resumed after its final checkpoint logged its final validation twice
-    resumed = resume and last_ck.exists()
-    last_eval, last_ck_step = (st.get("val_step", -1), st["step"]) if resumed else (-1, -1)
     bar = tqdm(total=total, initial=st["step"], desc="train", disable=not progress, dynamic_ncols=True)
     while st["step"] < total:
         loader = train_loader(data, cfg, st["epoch"], st["batch_in_epoch"], rank, world, collate, pin=device.type == "cuda")
