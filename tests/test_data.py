@@ -476,7 +476,7 @@ def test_texts_that_are_not_strings_say_so(tmp_path, clip_file):
         with pytest.raises(AnnotationError, match=r"^x: text \(caption or question\) is not a string: " + what): tokenize(bad, 8, where="x")
     root = qa_root(tmp_path, clip_file)
     (root / "qa" / "test.jsonl").write_text(json.dumps({"answer": "dog", "question": ["what", "is", "it"], "video_id": "video3"}) + "\n")
-    with pytest.raises(AnnotationError, match=r"test.jsonl:1: text \(caption or question\) is not a string: a list"): VideoQA(root, "test", **KW)
+    with pytest.raises(AnnotationError, match=r"test.jsonl:1: question is not a string: a list"): VideoQA(root, "test", **KW)
     # MSRVTT_data.json: a caption that is not a string is a malformed row naming the sentence and its video
     root = msrvtt_root(tmp_path, clip_file)
     data = json.loads((root / "MSRVTT_data.json").read_text())
@@ -884,3 +884,83 @@ def test_augmentation_depends_on_the_run_seed(tmp_path, clip_file):
     cfg = override(get_config("smoke"), {"train.seed": 5, "train.batch_size": 2})
     train_loader(ds, cfg, epoch=3)
     assert (ds.epoch, ds.run_seed) == (3, 5)
+
+
+def test_qa_video_ids_and_questions_of_the_wrong_type_are_malformed_rows(tmp_path, clip_file):
+    """A null or list QA video id used to become the text 'None' and fail later as a missing video; a list question was
+    counted as a bad caption. Both are malformed rows now, in every QA format; an integer video id is its string form."""
+    root = qa_root(tmp_path, clip_file)
+    row = lambda v, q="who talks?": json.dumps({"answer": "man", "question": q, "video_id": v, "answer_type": "who"})
+    for bad, what in ((None, "null"), (["video3"], "a list"), ({"id": 3}, "an object"), (True, "a boolean")):
+        (root / "qa" / "test.jsonl").write_text(row("video3") + "\n" + row(bad) + "\n")
+        with pytest.raises(AnnotationError, match=r"test.jsonl:2: video id is not a string or an integer: " + what): VideoQA(root, "test", **KW)
+    (root / "qa" / "test.jsonl").write_text(row("video3") + "\n" + row("video3", None) + "\n")
+    with pytest.raises(AnnotationError, match=r"test.jsonl:2: question is not a string: null"): VideoQA(root, "test", **KW)
+    with open(root / "qa" / "train.jsonl", "a") as f: f.write("\n" + row(None) + "\n" + row("video0", 7))
+    ds = VideoQA(root, "train", on_error="skip", **KW)
+    assert ds.stats["skipped_malformed_row"] == 2 and "skipped_missing_video" not in ds.stats and "skipped_bad_caption" not in ds.stats
+    rep = check_dataset("msrvtt_qa", root, ("train", "test"), decode=False)
+    assert rep["problems"]["malformed_row"]["count"] == 3 and set(rep["problems"]) == {"malformed_row"}
+    # MSVD-QA *_qa.json: integer ids are vid<N>; anything else that is not a string is malformed
+    root = qa_root(tmp_path, clip_file, "msvd")
+    (root / "qa" / "test.jsonl").unlink()
+    (root / "qa" / "test_qa.json").write_text(json.dumps([{"question": "who?", "answer": "man", "video_id": "video3"},
+                                                          {"question": "who?", "answer": "man", "video_id": None}]))
+    with pytest.raises(AnnotationError, match=r"test_qa.json \[1\]: video id is not a string or an integer: null"): MSVDQA(root, "test", **KW)
+    # ActivityNet-QA: video_name and question
+    root = tmp_path / "activitynet"
+    put_videos(root / "videos", ["v_abc.mp4"], clip_file); (root / "qa").mkdir()
+    (root / "qa" / "test_a.json").write_text(json.dumps([{"answer": "no", "type": 3, "question_id": f"q{k}"} for k in range(2)]))
+    (root / "qa" / "train_ans2label.json").write_text(json.dumps({"no": 0}))
+    for q1, msg in (({"video_name": None, "question": "is it?"}, "video id is not a string or an integer: null"),
+                    ({"video_name": "abc", "question": 5}, r"question is not a string: a number \(5\)")):
+        (root / "qa" / "test_q.json").write_text(json.dumps([{"video_name": "abc", "question": "is it?", "question_id": "q0"},
+                                                             {**q1, "question_id": "q1"}]))
+        with pytest.raises(AnnotationError, match=r"test_q.json \[1\]: " + msg): ActivityNetQA(root, "test", **KW)
+
+
+def test_a_video_listed_twice_in_the_1k_a_test_file_is_an_error(tmp_path, clip_file):
+    "The 1k-A test pairs each video with one sentence: a repeated row used to add a second query and gallery entry."
+    root = msrvtt_root(tmp_path, clip_file)
+    write_csv(root / "MSRVTT_JSFUSION_test.csv", ["key", "vid_key", "video_id", "sentence"],
+              [["ret0", "msr4", "video4", "a caption"], ["ret1", "msr5", "video5", "b caption"], ["ret2", "msr4", "video4", "c caption"]])
+    for cls in (MSRVTTRetrieval, MSRVTTCaption):
+        with pytest.raises(AnnotationError, match=r"MSRVTT_JSFUSION_test.csv row 4: video 'video4' is already listed at row 2"):
+            cls(root, "test", **KW)
+    rep = check_dataset("msrvtt", root, ("test",), decode=False)
+    assert rep["problems"]["duplicate_video"]["count"] == 1 and rep["items"]["test"] == 2
+    write_csv(root / "MSRVTT_train.9k.csv", ["video_id"], [["video0"], ["video1"], ["video0"]])   # a training list may repeat
+    assert {r["video_id"] for r in MSRVTTRetrieval(root, "trainval", **KW).records} == {"video0", "video1"}
+
+
+def test_an_empty_reference_caption_is_a_bad_caption(tmp_path, clip_file):
+    "Only a test video's first caption is tokenized; an empty one among the rest used to reach the CIDEr references."
+    root = msrvtt_root(tmp_path, clip_file)
+    data = json.loads((root / "MSRVTT_data.json").read_text())
+    data["sentences"][13]["caption"] = "  "                   # video4's second caption: a reference only
+    (root / "MSRVTT_data.json").write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match=r"MSRVTT_data.json sentences\[13\]: empty caption of 'video4'"):
+        MSRVTTCaption(root, "test", **KW)
+    rep = check_dataset("msrvtt_caption", root, ("test",), decode=False)
+    assert rep["problems"]["bad_caption"]["count"] == 1
+    assert "" not in [c.strip() for refs in MSRVTTCaption(root, "val", on_error="skip", **KW).references.values() for c in refs]
+
+
+def test_a_carved_val_does_not_count_the_videos_train_s_list_leaves_out(tmp_path, clip_file):
+    "`data check` listed train's `excluded_by_list` a second time under the val carved from train."
+    root = tmp_path / "activitynet"
+    put_videos(root / "videos", [f"v_a{i}.mp4" for i in range(6)], clip_file)
+    ann = lambda ids: {f"v_a{i}": {"duration": 3.0, "timestamps": [[0, 1]], "sentences": [f"thing {i}."]} for i in ids}
+    (root / "train.json").write_text(json.dumps(ann(range(4))))
+    (root / "train_ids.json").write_text(json.dumps([f"v_a{i}" for i in range(3)]))   # v_a3 left out
+    (root / "val_1.json").write_text(json.dumps(ann((4, 5))))
+    rep = check_dataset("activitynet", root, decode=False)
+    assert rep["excluded_by_list"] == {"train": 1} and rep["items"]["val"] == 1
+    root = tmp_path / "didemo"
+    put_videos(root / "videos", [f"c{i}.mp4" for i in range(6)], clip_file)
+    rows = lambda ids: [{"video": f"c{i}.mp4", "description": f"d {i}", "times": [[0, 1]]} for i in ids]
+    (root / "train_data.json").write_text(json.dumps(rows(range(4))))
+    (root / "test_data.json").write_text(json.dumps(rows((4, 5))))
+    (root / "train_list.txt").write_text("c0.mp4\nc1.mp4\nc2.mp4\n")                  # c3 left out; no val file: val is carved
+    rep = check_dataset("didemo", root, decode=False)
+    assert rep["excluded_by_list"] == {"train": 1} and rep["items"]["val"] == 1

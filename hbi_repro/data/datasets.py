@@ -301,8 +301,19 @@ def _msrvtt_captions(ds, data_file: Path) -> dict:
         if not isinstance(s["caption"], str):   # else it would reach a caption video's references unchecked
             ds.bad(f"{data_file} sentences[{k}]", f"caption of {str(s['video_id'])!r} is not a string: {_what(s['caption'])}",
                    "malformed_row"); continue
+        if not s["caption"].strip():            # else a test video's other references could hold "" (only the first is tokenized)
+            ds.bad(f"{data_file} sentences[{k}]", f"empty caption of {str(s['video_id'])!r}", "bad_caption"); continue
         caps.setdefault(str(s["video_id"]), []).append(s["caption"])
     return caps
+
+def _once(ds, rows: list, f: Path) -> list:
+    "The 1k-A test rows (row number, row) with a repeated video id reported as `duplicate_video`: the test pairs each video with one sentence, and a repeat would add a query and a gallery video."
+    first, out = {}, []
+    for n, r in rows:
+        if r["video_id"] in first:
+            ds.bad(f"{f} row {n}", f"video {r['video_id']!r} is already listed at row {first[r['video_id']]}", "duplicate_video"); continue
+        first[r["video_id"]] = n; out.append((n, r))
+    return out
 
 class MSRVTTRetrieval(VideoTextDataset):
     "MSR-VTT text-video retrieval (train: 9k/7k list, all captions; test: 1k-A JSFUSION pairs)."
@@ -312,7 +323,7 @@ class MSRVTTRetrieval(VideoTextDataset):
         if self.split == "test":
             f = self.root / "MSRVTT_JSFUSION_test.csv"
             return [{"video_id": r["video_id"], "caption": r["sentence"], "where": f"{f} row {n}"}
-                    for n, r in read_csv(f, ("video_id", "sentence"), self.bad)]
+                    for n, r in _once(self, read_csv(f, ("video_id", "sentence"), self.bad), f)]
         caps = _msrvtt_captions(self, self.root / "MSRVTT_data.json")
         f = self.root / train_csv
         rows = read_csv(f, ("video_id",), self.bad); ids = []
@@ -346,7 +357,8 @@ class MSRVTTCaption(VideoTextDataset):
             if self.split == "trainval": ids = ids + by.get("val", [])
         elif proto == "1k-A":
             f = self.root / ("MSRVTT_JSFUSION_test.csv" if self.split == "test" else self.opts.get("train_csv", "MSRVTT_train.9k.csv"))
-            ids = [(r["video_id"], f"{f} row {n}") for n, r in read_csv(f, ("video_id",), self.bad)]
+            rows = read_csv(f, ("video_id",), self.bad)
+            ids = [(r["video_id"], f"{f} row {n}") for n, r in (_once(self, rows, f) if self.split == "test" else rows)]
             if self.split != "test":
                 keep = self.split_ids(v for v, _ in ids)
                 first = {}
@@ -388,7 +400,8 @@ class ActivityNetParagraphs(VideoTextDataset):
                 self.bad(f"{ann_f} [{v!r}]", f"sentences[{j}] is not a string: {str(a['sentences'][j])[:80]}", "malformed_row"); continue
             good.append(v)
         # the ids file defines the split, as in the official loader: annotated videos it does not list are left out, counted
-        self.stats["excluded_by_list"] += len(set(ann) - {v for v in ids if isinstance(v, str)})
+        if self.split != "val":   # val is carved from train: the videos train_ids.json leaves out are train's count, not val's
+            self.stats["excluded_by_list"] += len(set(ann) - {v for v in ids if isinstance(v, str)})
         sel = None if test else self.split_ids(good, f"videos of train.json{' that train_ids.json lists' if ids_f.is_file() else ''}",
                                                "val_1.json is the test split")
         keep = [v for v in dict.fromkeys(good) if sel is None or v in sel]
@@ -398,7 +411,7 @@ class ActivityNetParagraphs(VideoTextDataset):
 class DiDeMoParagraphs(VideoTextDataset):
     "DiDeMo video-paragraph retrieval (descriptions concatenated, window [0, 31] s)."
     name = "didemo"
-    def _paragraphs(self, sp: str) -> dict:
+    def _paragraphs(self, sp: str, count: bool = True) -> dict:
         "{video: (descriptions, file, first row)} of `{sp}_data.json` in file order, restricted to `{sp}_list.txt` when it exists."
         f = self.root / f"{sp}_data.json"
         rows = read_json(f)
@@ -415,13 +428,14 @@ class DiDeMoParagraphs(VideoTextDataset):
             allowed = set(read_lines(lst))
             for v in list(paras):
                 if not (v in allowed or Path(v).stem in allowed):
-                    del paras[v]; self.stats["excluded_by_list"] += 1    # the list defines the split (official protocol): counted
+                    del paras[v]; self.stats["excluded_by_list"] += count    # the list defines the split (official protocol): counted
         return paras
 
     def load(self) -> list:
         has_val = (self.root / "val_data.json").is_file()
         carve = not has_val and self.split in ("train", "val")     # no val file: val is carved from train_data.json
-        paras = self._paragraphs("train" if carve or self.split == "trainval" else self.split)
+        # a carved val does not count what train_list.txt leaves out: that is train's count (else data check lists it twice)
+        paras = self._paragraphs("train" if carve or self.split == "trainval" else self.split, count=not (carve and self.split == "val"))
         if carve:
             self.note_carved("videos of train_data.json")
             val = carve_val(list(paras), self.val_fraction, self.seed)
@@ -454,6 +468,12 @@ def _answer(a) -> str | None:
     if isinstance(a, str): return a
     return str(a) if isinstance(a, int) and not isinstance(a, bool) else None
 
+def _bad_qa_fields(video_id, question) -> str | None:
+    "What is wrong with a QA row's video id (a string or an integer) or question (a string); None when both are usable."
+    if _answer(video_id) is None: return f"video id is not a string or an integer: {_what(video_id)}"   # else "None" → a missing video
+    if not isinstance(question, str): return f"question is not a string: {_what(question)}"
+    return None
+
 class VideoQA(VideoTextDataset):
     "MSRVTT-QA / MSVD-QA (ClipBERT jsonl rows); answer vocabulary from train_ans2label.json or top train answers."
     name, task = "msrvtt_qa", "qa"
@@ -469,6 +489,7 @@ class VideoQA(VideoTextDataset):
                 self.bad(f"{f}:{n}", f"row lacks one of question/answer/video_id: {sorted(r)}", "malformed_row"); continue
             if (a := _answer(r["answer"])) is None:
                 self.bad(f"{f}:{n}", f"answer is not a string: {_what(r['answer'])}", "malformed_row"); continue
+            if why := _bad_qa_fields(r["video_id"], r["question"]): self.bad(f"{f}:{n}", why, "malformed_row"); continue
             out.append((f"{f}:{n}", str(r["video_id"]), r["question"], a, str(r.get("answer_type", ""))))
         return out
 
@@ -495,6 +516,7 @@ class VideoQA(VideoTextDataset):
                 self.bad(f"{f} [{k}]", "row lacks one of question/answer/video_id", "malformed_row"); continue
             if (a := _answer(r["answer"])) is None:
                 self.bad(f"{f} [{k}]", f"answer is not a string: {_what(r['answer'])}", "malformed_row"); continue
+            if why := _bad_qa_fields(r["video_id"], r["question"]): self.bad(f"{f} [{k}]", why, "malformed_row"); continue
             v = f"vid{r['video_id']}" if isinstance(r["video_id"], int) else str(r["video_id"])
             out.append((f"{f} [{k}]", mp.get(v, v), r["question"], a, str(r.get("answer_type", ""))))
         return out
@@ -578,6 +600,7 @@ class ActivityNetQA(VideoQA):
             if not isinstance(q, dict) or not all(x in q for x in ("video_name", "question", "question_id")) \
                or not isinstance(q["question_id"], (str, int)):
                 self.bad(where, "row lacks one of video_name/question/question_id (string or integer)", "malformed_row"); continue
+            if why := _bad_qa_fields(q["video_name"], q["question"]): self.bad(where, why, "malformed_row"); continue
             if q["question_id"] in seen:
                 raise AnnotationError(f"{qf}: question_id {q['question_id']!r} appears more than once ([{seen[q['question_id']]}] and [{k}])")
             seen[q["question_id"]] = k
