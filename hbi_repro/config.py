@@ -36,7 +36,7 @@ class ModelConfig:
     header: str = "cnn_sa"                 # Table V prediction header R: none | mlp | cnn | mlp_sa | cnn_sa
     header_planes: int = 64                # channels of the header (official P=64)
     distill: tuple = (("entity", "action"), ("entity", "event"))  # Table VII: self-distillation teacher→student pairs (Eq. 15)
-    distill_temperature: float = 0.01      # temperature of the Eq. 15 distributions (paper τ; official: none)
+    distill_temperature: float = 0.01      # temperature of the Eq. 15 distributions (the kit's choice, = τ: Eq. 6 has none; official: none)
     infer_levels: tuple = LEVELS           # retrieval: levels whose S are summed at inference (paper silent; official: entity only); QA averages every built level's logits, captioning decodes from the entity level
     logit_scale_init: float = 100.0        # 1/τ with τ = 0.01 (§4.1)
     logit_scale_max: float = 100.0         # clamp of the learnable logit scale (CLIP convention)
@@ -50,7 +50,7 @@ class DataConfig:
     max_frames: int = 12                   # §4.1: 12 frames on MSR-VTT (64 ActivityNet, 32 DiDeMo)
     max_words: int = 32                    # §4.1: 32 words on MSR-VTT (64 ActivityNet and DiDeMo)
     frame_size: int = 224                  # input resolution of the image encoder
-    sampling: str = "official"             # official (1 fps then uniform linspace) | uniform
+    sampling: str = "official"             # official (1 fps then uniform linspace: a clip under max_frames s gets fewer frames) | uniform (§3.1's "evenly sample")
     video_fps: float = 1.0                 # frames per second kept before uniform subsampling (official)
     augment: bool = True                   # train-time RandAugment, same ops on every frame of a clip (official)
     num_videos: int = 0                    # synthetic only: videos generated (train+val+test); 0 = not synthetic
@@ -154,7 +154,7 @@ def override(cfg: RunConfig,  # the config to start from
 # %% ../nbs/00_config.ipynb #215e0cad
 PROFILES = ("smoke", "synthetic", "paper")
 
-TINY_CLIP = "hbi-tiny"  # registered with open_clip by hbi_repro.model (embed 64, 32 px, 2+2 layers)
+TINY_CLIP = "hbi-tiny"  # built by hbi_repro.model.build_clip from open_clip classes (embed 128, 32 px, 2+2 layers of width 64)
 
 def _profile_changes(profile: str) -> dict:
     if profile == "paper": return {}
