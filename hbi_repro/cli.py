@@ -83,6 +83,9 @@ def user_error_line(name: str, e: BaseException) -> str:
     """What `main` prints instead of a traceback: the message, and where it was raised: the kit's innermost line, and
     the library's line below it when a library raised it (a bug still shows where it is)."""
     msg = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 and " " in str(e.args[0]) else str(e)   # a message, not a key: no quotes
+    if "\nOriginal Traceback (most recent call last):" in msg:   # raised in a DataLoader worker: torch puts its traceback in the message
+        last = [l for l in msg.strip().splitlines() if l.strip()][-1]       # "module.VideoError: <the message>"
+        msg = (last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith(type(e).__name__) else last) + " (in a DataLoader worker)"
     frames = traceback.extract_tb(e.__traceback__) if e.__traceback__ else []
     import hbi_repro
     kit = os.path.dirname(os.path.abspath(hbi_repro.__file__))

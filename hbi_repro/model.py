@@ -31,7 +31,11 @@ def build_clip(name: str,  # open_clip model name, or "hbi-tiny"
     import open_clip
     if name == "hbi-tiny":
         return open_clip.CLIP(**TINY_CLIP_CFG, quick_gelu=True)
-    return open_clip.create_model(name, pretrained=None)
+    import logging   # open_clip warns "No pretrained weights loaded ... initialized randomly", which misleads where a checkpoint loads next
+    quiet = lambda r: not r.getMessage().startswith("No pretrained weights loaded")
+    logging.getLogger().addFilter(quiet)
+    try: return open_clip.create_model(name, pretrained=None)
+    finally: logging.getLogger().removeFilter(quiet)
 
 def load_clip_weights(clip: nn.Module, path: str) -> None:
     "Load CLIP weights from a local file: a state dict (.pt/.pth/.bin/.safetensors) or an OpenAI TorchScript archive."
@@ -39,7 +43,12 @@ def load_clip_weights(clip: nn.Module, path: str) -> None:
     if not os.path.exists(path):
         raise FileNotFoundError(f"CLIP checkpoint {path!r} does not exist; see data/README.md ('CLIP weights') for where to get "
                                 "ViT-B-32.pt and where to put it")
-    open_clip.load_checkpoint(clip, path, weights_only=False)
+    try: open_clip.load_checkpoint(clip, path, weights_only=False)
+    except (RuntimeError, KeyError, AssertionError, ValueError) as e:   # open_clip's errors run to thousands of characters of keys
+        lines = str(e).strip().splitlines() or [""]
+        raise ValueError(f"CLIP checkpoint {path!r} does not load into this CLIP ({type(e).__name__}: {lines[0][:300]}"
+                         f"{' …' if len(lines) > 1 or len(lines[0]) > 300 else ''}): is it a CLIP checkpoint, saved from the "
+                         f"architecture model.clip_name names (ViT-B-32-quickgelu for OpenAI's ViT-B-32.pt)?") from e
 
 # %% ../nbs/06_model.ipynb #5f3cd870
 def clip_text_tokens(clip: nn.Module,

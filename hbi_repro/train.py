@@ -911,7 +911,7 @@ def default_run_dir(cfg) -> Path:
 def train_cli(task: Param("retrieval, qa or caption", str),
               profile: Param("smoke, synthetic or paper", str) = "synthetic",
               preset: Param("a PRESETS name, e.g. T1/HBI-V2", str) = None,
-              set: Param("config overrides key=value ...", str, nargs="*") = None,
+              set: Param("config overrides key=value ... (--set may be given more than once)", str, nargs="*", action="extend") = None,
               run_dir: Param("output folder (default runs/TASK/PROFILE/PRESET/seedN)", str) = None,
               resume: Param("continue from run_dir/checkpoints/last.pt", store_true) = False,
               overwrite: Param("replace an earlier run in run_dir (without it, a folder holding one is an error)", store_true) = False,
@@ -933,15 +933,22 @@ def train_cli(task: Param("retrieval, qa or caption", str),
 @call_parse
 def eval_cli(run_dir: Param("a train run folder", str, required=True) = None,
              ckpt: Param("best or last", str) = "best",
-             split: Param("test or val", str) = "test"):
+             split: Param("test or val", str) = "test",
+             set: Param("eval.* or data.num_workers overrides key=value ..., e.g. eval.kernels=compiled", str, nargs="*", action="extend") = None):
     "Evaluate a checkpoint of a finished run on a split and print the metrics as JSON."
     if run_dir is None: raise ValueError("--run_dir is required")
+    other = [s for s in set or () if not s.startswith(("eval.", "data.num_workers="))]
+    if other: raise ValueError(f"eval --set takes eval.* keys and data.num_workers only, not {other}: the model and the data "
+                               f"are the run's (its config.json)")
     if ckpt not in ("best", "last"): raise ValueError(f"--ckpt must be best or last, not {ckpt!r}")
     if split not in ("test", "val"): raise ValueError(f"--split must be test or val, not {split!r}")
     run_dir = Path(run_dir)
     for f in (run_dir / "config.json", run_dir / "checkpoints" / f"{ckpt}.pt"):
         if not f.exists(): raise FileNotFoundError(f"{f} not found: --run_dir must be the folder of a train run")
     cfg = _run_paths(config_from_dict(read_run_json(run_dir / "config.json")), run_dir)
+    if set:
+        from hbi_repro.config import override
+        cfg = override(cfg, list(set))
     if cfg.profile == "paper" and not cfg.model.clip_checkpoint:
         warnings.warn(f"{run_dir / 'config.json'} names no model.clip_checkpoint: this paper-profile run started from a randomly initialised CLIP")
     rank, world, device, created = init_distributed()
@@ -960,7 +967,7 @@ def eval_cli(run_dir: Param("a train run folder", str, required=True) = None,
 @call_parse
 def pretrain_estimator_cli(profile: Param("smoke, synthetic or paper", str) = "synthetic",
                            preset: Param("a PRESETS name", str) = None,
-                           set: Param("config overrides key=value ...", str, nargs="*") = None,
+                           set: Param("config overrides key=value ... (--set may be given more than once)", str, nargs="*", action="extend") = None,
                            target: Param("exact or sampled (Eq. 1), or official (the official code's estimand, sampled, ×1000)", str) = "exact",
                            steps: Param("estimator training steps", int) = 1000,
                            max_batches: Param("similarity batches to collect (default all)", int) = None,

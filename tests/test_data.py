@@ -846,10 +846,10 @@ def test_data_check_says_how_each_split_was_made(tmp_path, clip_file):
     root = msrvtt_root(tmp_path, clip_file)   # MSR-VTT has no val file: val is carved from the 9k train videos
     rep = check_dataset("msrvtt", root, decode=False)
     assert rep["problems"] == {} and set(rep["notes"]) == {"train", "val"}          # test is the JSFusion file itself
-    assert rep["notes"]["val"] == ["no val file: val is 10% of the train videos, drawn with data.seed=0, and train is the rest"]
+    assert rep["notes"]["val"] == ["the 1k-A protocol has no val split: val is 10% of the train videos, drawn with data.seed=0, and train is the rest"]
     out = io.StringIO()
     with redirect_stdout(out): data_check("msrvtt", str(root), no_decode=True, seed=2, val_fraction=0.25)   # the run's carve
-    assert "[val] no val file: val is 25% of the train videos, drawn with data.seed=2" in out.getvalue()
+    assert "[val] the 1k-A protocol has no val split: val is 25% of the train videos, drawn with data.seed=2" in out.getvalue()
     qa = qa_root(tmp_path, clip_file)          # a val file and train_ans2label.json: nothing carved, the vocabulary file named
     rep = check_dataset("msrvtt_qa", qa, decode=False)
     voc = "answer vocabulary: train_ans2label.json (3 answers); "
@@ -964,3 +964,15 @@ def test_a_carved_val_does_not_count_the_videos_train_s_list_leaves_out(tmp_path
     (root / "train_list.txt").write_text("c0.mp4\nc1.mp4\nc2.mp4\n")                  # c3 left out; no val file: val is carved
     rep = check_dataset("didemo", root, decode=False)
     assert rep["excluded_by_list"] == {"train": 1} and rep["items"]["val"] == 1
+
+
+def test_a_data_root_that_does_not_exist_is_named_and_gets_no_frame_cache(tmp_path, monkeypatch):
+    "A mistyped data.root used to get a `.frame_cache` folder created in it, and the error named <root>/videos."
+    monkeypatch.chdir(tmp_path); monkeypatch.delenv("HBI_REPRO_FRAME_CACHE", raising=False)
+    cfg = override(get_config("paper"), {"data.root": "dta"})
+    with pytest.raises(FileNotFoundError, match=r"data.root 'dta' does not exist .*holds msrvtt/"): build_dataset(cfg, "train")
+    assert not (tmp_path / "dta").exists()
+    (tmp_path / "d").mkdir()                                 # the root exists but holds no dataset: the videos folder is named
+    with pytest.raises(FileNotFoundError, match=r"videos folder not found"):
+        build_dataset(override(get_config("paper"), {"data.root": "d"}), "train")
+    assert list((tmp_path / "d").iterdir()) == []            # and no cache folder was made in it

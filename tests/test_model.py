@@ -10,10 +10,11 @@ from hbi_repro.bench import synthetic_batch
 torch.set_num_threads(1)
 
 
-def test_vit_b32_state_dict_round_trip(tmp_path):
+def test_vit_b32_state_dict_round_trip(tmp_path, caplog):
     "A random open_clip ViT-B-32 saved to a file loads back through the kit's loader with identical outputs."
     torch.manual_seed(0)
-    src = build_clip("ViT-B-32-quickgelu").eval()
+    with caplog.at_level("INFO"): src = build_clip("ViT-B-32-quickgelu").eval()
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]   # open_clip's warning: weights load next
     path = tmp_path / "vitb32.pt"
     torch.save(src.state_dict(), path)
     cfg = get_config("paper", "T1/Baseline", overrides=[f"model.clip_checkpoint={path}"])
@@ -27,6 +28,15 @@ def test_vit_b32_state_dict_round_trip(tmp_path):
         ref_txt, got = src.encode_text(ids77), model.encode_text(b)["t_cls"]
     torch.testing.assert_close(got_img, ref_img)
     torch.testing.assert_close(got, ref_txt, rtol=1e-5, atol=1e-5)
+
+
+def test_clip_weights_that_do_not_load_are_one_short_error(tmp_path):
+    "A file that is not CLIP weights for model.clip_name (a run's checkpoint, say) used to end in thousands of characters of keys."
+    torch.save({"model": build_clip("hbi-tiny").state_dict(), "step": 3}, tmp_path / "best.pt")   # a run checkpoint's layout
+    cfg = get_config("smoke", "T1/Baseline", overrides=[f"model.clip_checkpoint={tmp_path / 'best.pt'}"])
+    with pytest.raises(ValueError, match=r"CLIP checkpoint .*best.pt' does not load into this CLIP \(RuntimeError: .*model.clip_name") as e:
+        HBIModel.from_pretrained(cfg)
+    assert len(str(e.value)) < 700, str(e.value)
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

@@ -500,3 +500,26 @@ def test_config_from_dict_warns_about_fields_it_drops():
     d["model"]["old_switch"] = 1
     with pytest.warns(UserWarning, match=r"ignoring ModelConfig fields this version does not know: \['old_switch'\]"):
         assert T.config_from_dict(d) == get_config("smoke", "T1/HBI-V2")
+
+
+def test_cli_set_may_be_repeated_and_eval_takes_eval_keys(tmp_path, monkeypatch):
+    "A second --set used to replace the first (argparse keeps the last); eval takes eval.* overrides, such as the kernels."
+    from hbi_repro.config import get_config
+    from hbi_repro.model import build_clip
+    real_train, got = T.train, {}
+    monkeypatch.setattr(T, "train", lambda cfg, run_dir, **kw: got.update(cfg=cfg) or {})
+    from hbi_repro.cli import main
+    assert main(["train", "retrieval", "--profile", "smoke", "--run_dir", str(tmp_path / "r"),
+                 "--set", "train.seed=5", "train.max_steps=2", "--set", "data.num_workers=0"]) in (0, None)
+    assert (got["cfg"].train.seed, got["cfg"].train.max_steps, got["cfg"].data.num_workers) == (5, 2, 0)
+    (tmp_path / "c").mkdir(); torch.save(build_clip("hbi-tiny").state_dict(), tmp_path / "c" / "clip.pt")
+    cfg = get_config("smoke", "T1/HBI-V2", [f"model.clip_checkpoint={tmp_path / 'c' / 'clip.pt'}", "train.freeze_encoders=true",
+                                            f"data.root={tmp_path / 'data'}", "train.max_steps=2"])
+    real_train(cfg, tmp_path / "run", device="cpu")
+    seen, evaluate = [], T.evaluate
+    monkeypatch.setattr(T, "evaluate", lambda model, loader, cfg, *a: seen.append(cfg.eval.kernels) or evaluate(model, loader, cfg, *a))
+    for argv, kern in (([], "eager"), (["--set", "eval.kernels=compiled"], "compiled")):
+        assert main(["eval", "--run_dir", str(tmp_path / "run"), *argv]) in (0, None)
+        assert seen[-1] == kern
+    with pytest.raises(ValueError, match=r"eval --set takes eval\.\* keys and data.num_workers only, not \['model.levels=\[\]'\]"):
+        T.eval_cli(run_dir=str(tmp_path / "run"), set=["model.levels=[]"])

@@ -201,8 +201,8 @@ class VideoTextDataset(torch.utils.data.Dataset):
         self.caption_len, self.opts, self.epoch, self.run_seed = caption_len, kw, 0, 0
         self.stats = Counter(); self.problems = []; self.problem_counts = Counter()
         self.notes = []                              # how the split was made where the files alone do not say (`note`)
+        self.videos = VideoIndex(videos_dir or self.root / "videos")      # first: a wrong root must not get a frame cache folder
         self.cache = FrameCache(cache_dir) if cache_dir else None
-        self.videos = VideoIndex(videos_dir or self.root / "videos")
         recs, token = [], _READ.set(set())
         try: loaded = self.load()
         finally: files = sorted(_READ.get()); _READ.reset(token)
@@ -331,7 +331,7 @@ class MSRVTTRetrieval(VideoTextDataset):
             if r["video_id"] not in caps:
                 self.bad(f"{f} row {n}", f"unknown video id {r['video_id']!r}: no caption in MSRVTT_data.json", "unknown_video"); continue
             ids.append(r["video_id"])
-        keep, out = self.split_ids(ids), []
+        keep, out = self.split_ids(ids, why="the 1k-A protocol has no val split"), []
         for v in [v for v in dict.fromkeys(ids) if v in keep]:
             cs = caps[v] if self.split != "val" else caps[v][:1]
             out += [{"video_id": v, "caption": c, "where": f"{self.root / 'MSRVTT_data.json'} caption {k} of {v}"}
@@ -360,7 +360,7 @@ class MSRVTTCaption(VideoTextDataset):
             rows = read_csv(f, ("video_id",), self.bad)
             ids = [(r["video_id"], f"{f} row {n}") for n, r in (_once(self, rows, f) if self.split == "test" else rows)]
             if self.split != "test":
-                keep = self.split_ids(v for v, _ in ids)
+                keep = self.split_ids((v for v, _ in ids), why="the 1k-A protocol has no val split")
                 first = {}
                 for v, w in ids: first.setdefault(v, w)    # each video once, named by its first row
                 ids = [(v, w) for v, w in first.items() if v in keep]
@@ -751,6 +751,9 @@ def build_dataset(cfg,             # hbi_repro.config.RunConfig (uses cfg.data, 
                                 kw.get("strict_length", False))
     if d.dataset not in ADAPTERS: raise ValueError(f"unknown dataset {d.dataset!r}; choose one of {list(ADAPTERS) + list(SYNTHETIC)}")
     cls, _ = ADAPTERS[d.dataset]
+    if not Path(d.root).is_dir():
+        raise FileNotFoundError(f"data.root {str(d.root)!r} does not exist (relative to {os.getcwd()}): pass --set data.root=PATH, "
+                                f"the folder that holds {ADAPTERS[d.dataset][1]}/ ({_README})")
     root = dataset_root(d.root, d.dataset)
     if "cache_dir" not in kw:
         env = os.environ.get("HBI_REPRO_FRAME_CACHE")  # a folder, or "off"; default <dataset root>/.frame_cache
