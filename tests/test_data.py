@@ -976,3 +976,16 @@ def test_a_data_root_that_does_not_exist_is_named_and_gets_no_frame_cache(tmp_pa
     with pytest.raises(FileNotFoundError, match=r"videos folder not found"):
         build_dataset(override(get_config("paper"), {"data.root": "d"}), "train")
     assert list((tmp_path / "d").iterdir()) == []            # and no cache folder was made in it
+
+
+def test_data_check_reports_what_the_run_will_record(tmp_path, clip_file, capsys):
+    "Videos per split, answers outside the vocabulary and cut texts: a run records them, and data check was silent on them."
+    qa = qa_root(tmp_path, clip_file)               # test: two questions on video3, 'zebra' is not in train_ans2label.json
+    rep = check_dataset("msrvtt_qa", qa, decode=False)
+    assert rep["counts"]["test"] == {"videos": 1, "oov": 1} and rep["counts"]["train"] == {"videos": 2}
+    root = msrvtt_root(tmp_path, clip_file)
+    write_csv(root / "MSRVTT_JSFUSION_test.csv", ["key", "vid_key", "video_id", "sentence"],
+              [["ret0", "msr4", "video4", "word " * 40], ["ret1", "msr5", "video5", "short"]])
+    data_check("msrvtt", str(root), no_decode=True)
+    out = capsys.readouterr().out
+    assert "[test] 2 videos, 1 texts cut to data.max_words" in out and "[train] 3 videos" in out and "[val] 1 videos" in out

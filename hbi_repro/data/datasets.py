@@ -777,7 +777,7 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
         return {"items": {}, "problems": {"missing_folder": {"count": 1, "first": [
             f"{root} does not exist: pass --root the data folder that holds {ADAPTERS[dataset][1]}/ (or that folder itself); "
             f"data/README.md lists the files it must contain"]}}, "excluded_by_list": {}}
-    probs, items, paths, excluded, ambiguous, vids, notes = {}, {}, {}, {}, set(), {}, {}
+    probs, items, paths, excluded, ambiguous, vids, notes, counts = {}, {}, {}, {}, set(), {}, {}, {}
     def add(kind, what, n=1):
         p = probs.setdefault(kind, {"count": 0, "first": []}); p["count"] += n
         if len(p["first"]) < max_report and what is not None: p["first"].append(what)
@@ -813,6 +813,8 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
                 except (FileNotFoundError, AnnotationError, ValueError) as e2: failed(sp, e2)
             continue
         items[sp], vids[sp] = len(ds), {r["video_id"] for r in ds.records}
+        # what a run records of this split and no problem list shows: its videos, answers outside the vocabulary, cut texts
+        counts[sp] = {k: ds.stats[k] for k in ("videos", "oov", "truncated") if ds.stats.get(k)}
         if ds.stats.get("excluded_by_list"): excluded[sp] = ds.stats["excluded_by_list"]
         report(sp, ds)
         for r in ds.records:
@@ -833,7 +835,8 @@ def check_dataset(dataset: str, root: str | Path, splits: tuple = ("train", "val
             except VideoError as e:
                 s = str(e)
                 add("zero_length_video" if ("zero frames" in s or "zero fps" in s or "empty file" in s) else "unreadable_video", s)
-    return {"items": items, "videos": len({k[0] for k in paths}), "problems": probs, "excluded_by_list": excluded, "notes": notes}
+    return {"items": items, "videos": len({k[0] for k in paths}), "problems": probs, "excluded_by_list": excluded, "notes": notes,
+            "counts": counts}
 
 @call_parse
 def data_check(dataset: Param("dataset name: msrvtt, msrvtt_caption, activitynet, didemo, msrvtt_qa, msvd_qa, activitynet_qa", str),
@@ -852,6 +855,9 @@ def data_check(dataset: Param("dataset name: msrvtt, msrvtt_caption, activitynet
     print(f"{dataset} at {dataset_root(root, dataset) if dataset in ADAPTERS else root}: items per split {rep['items']}, "
           f"{rep.get('videos', 0)} videos" + (f"; annotated videos left out by the split lists: {rep['excluded_by_list']}"
                                               if rep.get("excluded_by_list") else ""))
+    for sp, c in rep.get("counts", {}).items():   # as the run will record them (provenance.splits)
+        said = {"videos": "videos", "oov": "answers outside the vocabulary", "truncated": "texts cut to data.max_words"}
+        print(f"[{sp}] " + ", ".join(f"{n} {said[k]}" for k, n in c.items()))
     for sp, ns in rep.get("notes", {}).items():
         for n in ns: print(f"[{sp}] {n}")
     if not rep["problems"]: print("ok: no problems found"); return 0
