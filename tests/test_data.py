@@ -365,7 +365,9 @@ def test_missing_and_corrupt_and_zero_fps(tmp_path, clip_file):
     (root / "videos" / "video1.mp4").unlink()
     with pytest.raises(AnnotationError, match="video1"): MSRVTTRetrieval(root, "trainval", **KW)
     ds = MSRVTTRetrieval(root, "trainval", on_error="skip", **KW)
-    assert ds.stats["skipped_missing_video"] == 3 and len(ds) == 9
+    assert ds.stats["skipped_missing_video"] == 3 and len(ds) == 9    # its three caption items skipped
+    assert ds.problem_counts["missing_video"] == 1 and len(ds.problems) == 1   # but one missing video, listed once (not per caption)
+    assert check_dataset("msrvtt", root, ("trainval",), decode=False)["problems"]["missing_video"]["count"] == 1
     # a corrupt file is reported by its name when read
     shutil.copy(bad, root / "videos" / "video4.mp4"); shutil.copy(clip_file, root / "videos" / "video5.mp4")
     with pytest.raises(VideoError, match="video4.mp4"): MSRVTTRetrieval(root, "test", **KW)[0]

@@ -207,9 +207,13 @@ class VideoTextDataset(torch.utils.data.Dataset):
         try: loaded = self.load()
         finally: files = sorted(_READ.get()); _READ.reset(token)
         self._sums = {self._key(p): file_checksum(p) for p in files}   # hashed now: what this split was built from
+        missing = set()
         for r in loaded:
             p = self.videos.find(r["video_id"], self.video_prefixes)
+            if p is None and r["video_id"] in missing:   # reported once per video (MSR-VTT lists ~20 captions each); items still counted
+                self.stats["skipped_missing_video"] += 1; continue
             if p is None:
+                missing.add(r["video_id"])
                 self.bad(r["where"], f"video {r['video_id']!r} not found in {self.videos.folder}", "missing_video"); continue
             r["path"] = p
             try: r["ids"], r["mask"], tr = tokenize(r["caption"], max_words, self.strict, r["where"])
