@@ -436,7 +436,8 @@ def test_caption_problems(tmp_path, clip_file):
 def test_malformed_json_line(tmp_path, clip_file):
     root = qa_root(tmp_path, clip_file)
     with open(root / "qa" / "train.jsonl", "a") as f: f.write('\n{"answer": "dog", "question": "broken\n')
-    with pytest.raises(AnnotationError, match=r"train.jsonl:4: malformed JSON"): VideoQA(root, "train", **KW)
+    with pytest.raises(AnnotationError, match=r"train.jsonl:4: malformed JSON line \(column 31: Unterminated string starting at\)"):
+        VideoQA(root, "train", **KW)                                     # the quote before 'broken' is the line's 31st character
     ds = VideoQA(root, "train", on_error="skip", **KW)
     assert ds.stats["skipped_malformed_row"] == 1 and len(ds) == 3
     (root / "qa" / "test.jsonl").write_text('{"question": "q?", "video_id": "video3"}\n')  # row without answer

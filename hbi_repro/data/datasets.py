@@ -100,7 +100,7 @@ def read_jsonl(path, on_bad=None) -> list:
     for n, line in enumerate(_text(path).split("\n"), 1):
         if not line.strip(): continue
         try: r = json.loads(line)
-        except json.JSONDecodeError as e: r, err = None, f"malformed JSON line ({e.msg})"
+        except json.JSONDecodeError as e: r, err = None, f"malformed JSON line (column {e.colno}: {e.msg})"
         else: err = None if isinstance(r, dict) else "row is not a JSON object"
         if err is not None:
             if on_bad is None: raise AnnotationError(f"{path}:{n}: {err}")
