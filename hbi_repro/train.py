@@ -25,7 +25,7 @@ __all__ = ['ADAM_BETAS', 'ADAM_EPS', 'PRECISIONS', 'DIST_TIMEOUT_MIN', 'SELECT_K
            'cat_padded', 'cat_dicts', 'evaluate', 'selection_value', 'lower_is_better', 'metric_names',
            'FeatureDataset', 'cache_features', 'JsonlLog', 'check_clip_weights', 'config_differences', 'check_resume',
            'check_run', 'train', 'collect_similarities', 'pretrain_estimator', 'config_from_dict', 'default_run_dir',
-           'train_cli', 'eval_cli', 'pretrain_estimator_cli']
+           'train_cli', 'data_changed_since', 'eval_cli', 'pretrain_estimator_cli']
 
 # %% ../nbs/10_train.ipynb #a33d9cba
 ADAM_BETAS = (0.9, 0.98)  # official BertAdam / CLIP
@@ -930,6 +930,19 @@ def train_cli(task: Param("retrieval, qa or caption", str),
     s = train(cfg, run_dir, resume=resume, select=select)
     if dist_env()[0] == 0: print(json.dumps(s, indent=2, default=str))
 
+def data_changed_since(run_dir: str | Path,  # a finished train run (its summary.json holds the data checksums)
+                       dataset,               # a split built now
+                      ) -> list:              # the checksum keys whose file or generated split differs, sorted
+    "What of `dataset`'s annotation files (or generated splits) differs from what the run recorded; warned, not refused."
+    f = Path(run_dir) / "summary.json"
+    if not f.exists(): return []
+    from hbi_repro.data.datasets import data_checksums
+    recorded = (read_run_json(f).get("provenance") or {}).get("data") or {}
+    diff = sorted(k for k, v in data_checksums(dataset).items() if k in recorded and recorded[k] != v)
+    if diff: warnings.warn(f"{', '.join(diff)}: not what {run_dir} was trained and tested on (the data checksums in {f}); "
+                           f"the metrics below are of the data as it is now")
+    return diff
+
 @call_parse
 def eval_cli(run_dir: Param("a train run folder", str, required=True) = None,
              ckpt: Param("best or last", str) = "best",
@@ -959,8 +972,11 @@ def eval_cli(run_dir: Param("a train run folder", str, required=True) = None,
         model.load_state_dict(state)
         model.to(device)
         precision = resolve_precision(cfg.train.precision, device)
-        metrics = evaluate(model, eval_loader(_build_split(cfg, split), cfg), cfg, device, precision, _progress_enabled(rank))
-        print(json.dumps({"run_dir": str(run_dir), "ckpt": ckpt, "split": split, "metrics": _scalars(metrics)}, indent=2))
+        data = _build_split(cfg, split)
+        changed = data_changed_since(run_dir, data)
+        metrics = evaluate(model, eval_loader(data, cfg), cfg, device, precision, _progress_enabled(rank))
+        print(json.dumps({"run_dir": str(run_dir), "ckpt": ckpt, "split": split, "metrics": _scalars(metrics),
+                          **({"data_changed": changed} if changed else {})}, indent=2))
     if created: dist.barrier(); dist.destroy_process_group()
     return metrics
 

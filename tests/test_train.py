@@ -523,3 +523,10 @@ def test_cli_set_may_be_repeated_and_eval_takes_eval_keys(tmp_path, monkeypatch)
         assert seen[-1] == kern
     with pytest.raises(ValueError, match=r"eval --set takes eval\.\* keys and data.num_workers only, not \['model.levels=\[\]'\]"):
         T.eval_cli(run_dir=str(tmp_path / "run"), set=["model.levels=[]"])
+    # data that differs from what the run recorded (summary.json's checksums) is said, with the metrics of the data as it is
+    assert T.data_changed_since(tmp_path / "run", T._build_split(cfg, "test")) == []
+    sf = tmp_path / "run" / "summary.json"
+    s = json.loads(sf.read_text()); assert "synthetic/test" in s["provenance"]["data"]
+    s["provenance"]["data"]["synthetic/test"] = "0" * 64; sf.write_text(json.dumps(s))
+    with pytest.warns(UserWarning, match=r"synthetic/test: not what .*run was trained and tested on"):
+        T.eval_cli(run_dir=str(tmp_path / "run"))
